@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+
+#include "log.h"
+
+#define LOG_LINE_MAX 2048
+#define LOG_FIELDS_MAX 24
+
+static int max_level = LOG_INFO;
+static LogTarget target = LOG_TARGET_AUTO;
+static int journal_connected = -1; /* -1 unknown */
+static log_sink_t sink;
+static void *sink_userdata;
+
+void log_set_max_level(int level) {
+        max_level = level;
+}
+
+int log_get_max_level(void) {
+        return max_level;
+}
+
+void log_set_target(LogTarget t) {
+        target = t;
+        journal_connected = -1;
+}
+
+void log_set_sink(log_sink_t s, void *userdata) {
+        sink = s;
+        sink_userdata = userdata;
+}
+
+LogTarget log_target_from_string(const char *s) {
+        static const char *const names[_LOG_TARGET_MAX] = {
+                [LOG_TARGET_AUTO] = "auto",
+                [LOG_TARGET_JOURNAL] = "journal",
+                [LOG_TARGET_STDERR] = "stderr",
+                [LOG_TARGET_STDERR_FIELDS] = "stderr-fields",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (s && streq(s, names[i]))
+                        return (LogTarget) i;
+        return _LOG_TARGET_INVALID;
+}
+
+int log_level_from_string(const char *s) {
+        static const char *const names[] = { "emerg", "alert", "crit", "err",
+                                             "warning", "notice", "info", "debug" };
+        if (!s || !*s)
+                return -EINVAL;
+        if (s[0] >= '0' && s[0] <= '7' && s[1] == '\0')
+                return s[0] - '0';
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (streq(s, names[i]))
+                        return (int) i;
+        if (streq(s, "error"))
+                return LOG_ERR;
+        if (streq(s, "warn"))
+                return LOG_WARNING;
+        return -EINVAL;
+}
+
+/* stderr is connected to the journal iff $JOURNAL_STREAM names stderr's device and inode. */
+static bool stderr_is_journal(void) {
+        const char *e = getenv("JOURNAL_STREAM");
+        unsigned long long dev, ino;
+        struct stat st;
+
+        if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+                return false;
+        if (fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+}
+
+static bool use_journal(void) {
+        if (target == LOG_TARGET_JOURNAL)
+                return true;
+        if (target != LOG_TARGET_AUTO)
+                return false;
+        if (journal_connected < 0)
+                journal_connected = stderr_is_journal();
+        return journal_connected;
+}
+
+static void write_journal(int level, int error, const char *file, int line, const char *func,
+                          const LogField *fields, const char *message) {
+        char prio[16], code_line[32], errno_field[32];
+        _cleanup_free_ char *msg = NULL, *code_file = NULL, *code_func = NULL;
+        struct iovec iov[LOG_FIELDS_MAX + 6];
+        char *field_bufs[LOG_FIELDS_MAX] = {};
+        size_t n = 0, nf = 0;
+
+        (void) snprintf(prio, sizeof(prio), "PRIORITY=%d", level);
+        iov[n++] = (struct iovec){ prio, strlen(prio) };
+        (void) snprintf(code_line, sizeof(code_line), "CODE_LINE=%d", line);
+        iov[n++] = (struct iovec){ code_line, strlen(code_line) };
+        if (asprintf(&code_file, "CODE_FILE=%s", file) >= 0)
+                iov[n++] = (struct iovec){ code_file, strlen(code_file) };
+        if (asprintf(&code_func, "CODE_FUNC=%s", func) >= 0)
+                iov[n++] = (struct iovec){ code_func, strlen(code_func) };
+        if (error != 0) {
+                (void) snprintf(errno_field, sizeof(errno_field), "ERRNO=%d", abs(error));
+                iov[n++] = (struct iovec){ errno_field, strlen(errno_field) };
+        }
+        if (asprintf(&msg, "MESSAGE=%s", message) >= 0)
+                iov[n++] = (struct iovec){ msg, strlen(msg) };
+        for (const LogField *f = fields; f && f->key && nf < LOG_FIELDS_MAX; f++) {
+                if (!f->value)
+                        continue;
+                if (asprintf(&field_bufs[nf], "%s=%s", f->key, f->value) < 0) {
+                        field_bufs[nf] = NULL;
+                        continue;
+                }
+                iov[n++] = (struct iovec){ field_bufs[nf], strlen(field_bufs[nf]) };
+                nf++;
+        }
+        (void) sd_journal_sendv(iov, (int) n);
+        for (size_t i = 0; i < nf; i++)
+                free(field_bufs[i]);
+}
+
+static void write_stderr(int level, const LogField *fields, const char *message) {
+        char line[LOG_LINE_MAX + 512];
+        int k = snprintf(line, sizeof(line), "<%d>%s", level, message);
+        size_t len = k < 0 ? 0 : MIN((size_t) k, sizeof(line) - 2);
+
+        if (target == LOG_TARGET_STDERR_FIELDS)
+                for (const LogField *f = fields; f && f->key; f++) {
+                        if (!f->value)
+                                continue;
+                        k = snprintf(line + len, sizeof(line) - 1 - len, " %s=%s", f->key, f->value);
+                        if (k < 0)
+                                break;
+                        len = MIN(len + (size_t) k, sizeof(line) - 2);
+                }
+        line[len++] = '\n';
+        (void) !write(STDERR_FILENO, line, len);
+}
+
+int log_internalv(int level, int error, const char *file, int line, const char *func,
+                  const LogField *fields, const char *format, va_list ap) {
+        char message[LOG_LINE_MAX];
+        int saved_errno = errno;
+
+        if (level > max_level)
+                return -abs(error);
+        /* Let %m print the error we were handed. */
+        errno = abs(error);
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        errno = saved_errno;
+
+        if (sink)
+                sink(level, message, fields, sink_userdata);
+        else if (use_journal())
+                write_journal(level, error, file, line, func, fields, message);
+        else
+                write_stderr(level, fields, message);
+        errno = saved_errno;
+        return -abs(error);
+}
+
+int log_internal(int level, int error, const char *file, int line, const char *func,
+                 const LogField *fields, const char *format, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = log_internalv(level, error, file, line, func, fields, format, ap);
+        va_end(ap);
+        return r;
+}
+
+int log_oom_internal(const char *file, int line, const char *func) {
+        return log_internal(LOG_ERR, ENOMEM, file, line, func, NULL, "Out of memory.");
+}
