@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "agent-config.h"
+#include "log.h"
+#include "macro.h"
+
+/* Key table notes.
+ * - Names, defaults and value syntax are upstream proxy-agent's (protocol.md §8.2): upstream's test harness
+ *   passes every flag, defaults included (--alpn-proto=[] --keepalive-time=1h0m0s ...), so all of them must
+ *   parse. Lease and profiling flags are CONF_IGNORED; --count-server-leases is stored but unused.
+ * - --dial-timeout defaults to upstream's hard-coded 5 s.
+ * - --health-server-port/--admin-server-port 0 disable the listener (a konn extension; upstream
+ *   needs > 0). */
+
+/* clang-format off */
+#define OFF(field) offsetof(AgentConfig, field)
+#define STRING(n, f, d, h) { .name = n, .type = CONF_STRING, .offset = OFF(f), .def = d, .help = h }
+#define BOOL(n, f, d, h) { .name = n, .type = CONF_BOOL, .offset = OFF(f), .def = d, .help = h }
+#define PORT(n, f, mn, d, h) \
+        { .name = n, .type = CONF_INT, .offset = OFF(f), .min = mn, .max = 65535, .def = d, .help = h }
+#define DURATION(n, f, mn, mx, d, h) \
+        { .name = n, .type = CONF_DURATION, .offset = OFF(f), .min = mn, .max = mx, .def = d, .help = h }
+
+#define SEC ((int64_t) USEC_PER_SEC)
+#define MSEC ((int64_t) USEC_PER_MSEC)
+#define HOUR (3600 * SEC)
+#define TEN_YEARS (87600 * HOUR)
+
+static const char *const server_count_source_values[] = { "", "default", "max", NULL };
+
+const ConfKey agent_config_table[] = {
+        STRING("proxy-server-host", proxy_server_host, "127.0.0.1",
+               "Server address; also the name checked in the server certificate"),
+        PORT("proxy-server-port", proxy_server_port, 1, "8091", "Server agent port"),
+        STRING("ca-cert", ca_cert, NULL, "CA bundle that verifies the server certificate (required)"),
+        STRING("agent-cert", agent_cert, NULL, "Client certificate presented to the server"),
+        STRING("agent-key", agent_key, NULL, "Private key of --agent-cert"),
+        { .name = "alpn-proto", .type = CONF_STRV, .offset = OFF(alpn_proto), .def = "[]",
+          .help = "Extra ALPN protocol ids offered before h2" },
+        STRING("agent-id", agent_id, NULL,
+               "Agent ID sent as agentid (default: $PROXY_AGENT_ID, else a random UUID)"),
+        STRING("agent-identifiers", agent_identifiers, NULL,
+               "URL query of identifiers: host, ipv4, ipv6, cidr, default-route "
+               "(e.g. host=node1&ipv4=10.0.0.5)"),
+        STRING("service-account-token-path", service_account_token_path, NULL,
+               "File whose content is sent as \"authorization: Bearer ...\""),
+        DURATION("sync-interval", sync_interval_usec, MSEC, TEN_YEARS, "1s",
+                 "Initial interval of the server discovery loop"),
+        DURATION("sync-interval-cap", sync_interval_cap_usec, MSEC, TEN_YEARS, "10s",
+                 "Back-off ceiling of the server discovery loop"),
+        DURATION("probe-interval", probe_interval_usec, MSEC, TEN_YEARS, "1s",
+                 "Interval of the server connection health check"),
+        BOOL("sync-forever", sync_forever, "false",
+             "Keep looking for new servers after the count is reached"),
+        DURATION("keepalive-time", keepalive_time_usec, SEC, TEN_YEARS, "30s",
+                 "HTTP/2 PING interval towards servers (never below 30 s towards Go servers); a server that leaves a "
+                 "PING unanswered until the next one is dropped (upstream default: 1h)"),
+        STRING("health-server-host", health_server_host, NULL, "Health listener bind address (empty: all)"),
+        PORT("health-server-port", health_server_port, 0, "8093", "Health listener port (0: disabled)"),
+        STRING("admin-bind-address", admin_bind_address, "127.0.0.1", "Admin listener bind address"),
+        PORT("admin-server-port", admin_server_port, 0, "8094", "Admin listener port (0: disabled)"),
+        BOOL("count-server-leases", count_server_leases, "false",
+             "Count servers from Kubernetes leases (not implemented by konn)"),
+
+        /* konn-only */
+        DURATION("dial-timeout", dial_timeout_usec, MSEC, HOUR, "5s",
+                 "Time limit for dialling a destination"),
+        DURATION("handshake-timeout", handshake_timeout_usec, MSEC, HOUR, "10s",
+                 "Time limit for the TLS handshake with a server"),
+        DURATION("drain-timeout", drain_timeout_usec, 0, HOUR, "30s",
+                 "On SIGTERM, how long open connections may take to finish after DRAIN "
+                 "(0: exit at once)"),
+        { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),
+          .help = "Log level: emerg..debug (default: info, or debug with --v=5 or more)" },
+        { .name = "log-target", .type = CONF_ENUM, .offset = OFF(log_target), .def = "auto",
+          .enum_values = conf_log_target_values, .help = "Where log lines go" },
+
+        /* upstream flags konn accepts and ignores */
+        CONF_IGNORED_KEY("enable-profiling", CONF_BOOL, 0, 0, "false", "pprof on the admin port"),
+        CONF_IGNORED_KEY("enable-contention-profiling", CONF_BOOL, 0, 0, "false", "block profiling"),
+        CONF_IGNORED_KEY("xfr-channel-size", CONF_INT, 1, INT32_MAX, "150", "Per-connection queue depth"),
+        CONF_IGNORED_KEY("warn-on-channel-limit", CONF_BOOL, 0, 0, "false", "Log when a queue is full"),
+        CONF_IGNORED_KEY("lease-namespace", CONF_STRING, 0, 0, "kube-system", "Lease namespace"),
+        CONF_IGNORED_KEY("lease-label-selector", CONF_STRING, 0, 0, "k8s-app=konnectivity-server",
+                         "Lease label selector"),
+        { .name = "lease-label", .type = CONF_STRING, .offset = CONF_NO_OFFSET,
+          .def = "k8s-app=konnectivity-server", .flags = CONF_IGNORED | CONF_HIDDEN,
+          .help = "Deprecated alias of --lease-label-selector" },
+        { .name = "server-count-source", .type = CONF_ENUM, .offset = CONF_NO_OFFSET, .def = "default",
+          .enum_values = server_count_source_values, .flags = CONF_IGNORED,
+          .help = "How the server count is derived" },
+        CONF_IGNORED_KEY("kubeconfig", CONF_STRING, 0, 0, NULL, "Kubernetes client configuration"),
+        CONF_IGNORED_KEY("kube-api-content-type", CONF_STRING, 0, 0, "application/vnd.kubernetes.protobuf",
+                         "Kubernetes client content type"),
+        CONF_KLOG_KEYS(OFF(verbosity)),
+        {}
+};
+/* clang-format on */
+
+static int unhex(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -EINVAL;
+}
+
+/* Go's url.QueryUnescape() of s[0..n) into *ret (malloc'd, *ret_len bytes, may contain NUL). On a bad
+ * escape returns -EINVAL with *ret_bad pointing at the '%'. */
+static int query_unescape(const char *s, size_t n, char **ret, size_t *ret_len, const char **ret_bad) {
+        _cleanup_free_ char *out = malloc(n + 1);
+        size_t k = 0;
+
+        if (!out)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] == '%') {
+                        if (i + 2 >= n || unhex(s[i + 1]) < 0 || unhex(s[i + 2]) < 0) {
+                                *ret_bad = s + i;
+                                return -EINVAL;
+                        }
+                        out[k++] = (char) (unhex(s[i + 1]) << 4 | unhex(s[i + 2]));
+                        i += 2;
+                } else
+                        out[k++] = s[i] == '+' ? ' ' : s[i];
+        }
+        out[k] = '\0';
+        *ret = TAKE_PTR(out);
+        *ret_len = k;
+        return 0;
+}
+
+/* Upstream agent's validateAgentIdentifiers(): url.ParseQuery(), then only known keys. A parse error
+ * anywhere wins over an unknown key, as in Go. */
+static int validate_identifiers(const char *q, char **ret_error) {
+        static const char *const keys[] = { "host", "ipv4", "ipv6", "cidr", "default-route" };
+        _cleanup_free_ char *unknown = NULL;
+        const char *p = q;
+        int r;
+
+        if (!q)
+                return 0;
+        if (!conf_is_printable_ascii(q))
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--agent-identifiers must consist of printable ASCII characters");
+        while (*p) {
+                const char *amp = strchr(p, '&'), *eq, *bad = NULL;
+                size_t n = amp ? (size_t) (amp - p) : strlen(p), klen;
+                _cleanup_free_ char *key = NULL, *value = NULL;
+                bool known = false;
+
+                if (memchr(p, ';', n))
+                        return conf_set_error(ret_error, -EINVAL,
+                                              "--agent-identifiers: invalid semicolon separator in query");
+                if (n > 0) {
+                        size_t vlen;
+
+                        eq = memchr(p, '=', n);
+                        r = query_unescape(p, eq ? (size_t) (eq - p) : n, &key, &klen, &bad);
+                        if (r >= 0 && eq)
+                                r = query_unescape(eq + 1, n - (size_t) (eq + 1 - p), &value, &vlen, &bad);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0)
+                                return conf_set_error(ret_error, -EINVAL,
+                                                      "--agent-identifiers: invalid URL escape '%.*s'",
+                                                      (int) MIN(strlen(bad), (size_t) 3), bad);
+                        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                                if (strlen(keys[i]) == klen && memcmp(keys[i], key, klen) == 0)
+                                        known = true;
+                        if (!known && !unknown)
+                                unknown = TAKE_PTR(key);
+                }
+                if (!amp)
+                        break;
+                p = amp + 1;
+        }
+        if (unknown)
+                return conf_set_error(ret_error, -EINVAL, "--agent-identifiers: unknown address type '%s'",
+                                      unknown);
+        return 0;
+}
+
+int agent_config_validate(const AgentConfig *c, char **ret_error) {
+        char a[CONF_DURATION_STRING_MAX], b[CONF_DURATION_STRING_MAX];
+        int r;
+
+        assert(c);
+        assert(ret_error);
+
+        if (!c->proxy_server_host)
+                return conf_set_error(ret_error, -EINVAL, "--proxy-server-host must not be empty");
+        if (c->proxy_server_port < 1 || c->proxy_server_port > 65535)
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--proxy-server-port %" PRIi64 " out of range 1..65535",
+                                      c->proxy_server_port);
+        if (!c->ca_cert)
+                return conf_set_error(ret_error, -EINVAL, "--ca-cert is required");
+        if (!c->agent_cert != !c->agent_key)
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--agent-cert and --agent-key must be set together");
+        if (c->sync_interval_usec > c->sync_interval_cap_usec)
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--sync-interval %s must not be greater than --sync-interval-cap %s",
+                                      conf_format_duration(c->sync_interval_usec, a),
+                                      conf_format_duration(c->sync_interval_cap_usec, b));
+        for (char **p = c->alpn_proto; p && *p; p++)
+                if (strlen(*p) > 255)
+                        return conf_set_error(ret_error, -EINVAL,
+                                              "--alpn-proto: protocol id '%.20s...' is longer than "
+                                              "255 bytes",
+                                              *p);
+        if (!conf_is_printable_ascii(c->agent_id))
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--agent-id must be a non-empty string of printable ASCII characters");
+        r = validate_identifiers(c->agent_identifiers, ret_error);
+        if (r < 0)
+                return r;
+        if (c->log_level < LOG_EMERG || c->log_level > LOG_DEBUG)
+                return conf_set_error(ret_error, -EINVAL, "--log-level must be a syslog level");
+        if (c->log_target < 0 || c->log_target >= _LOG_TARGET_MAX)
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--log-target must be auto, journal, stderr or stderr-fields");
+        return 0;
+}
+
+void agent_config_done(AgentConfig *c) {
+        if (!c)
+                return;
+        conf_free_values(agent_config_table, c);
+}
+
+int agent_config_load(AgentConfig *ret, int argc, char *argv[], ConfArgs *ret_args, char **ret_error) {
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        _cleanup_(conf_args_done) ConfArgs args = {};
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        assert(ret);
+        assert(ret_args);
+        assert(ret_error);
+
+        r = conf_load(agent_config_table, &c, AGENT_CONFIG_DEFAULT_PATH, argc, argv, &args, &error);
+        if (r < 0) {
+                *ret_error = TAKE_PTR(error);
+                return r;
+        }
+        if (r > 0) {
+                *ret_args = args;
+                args = (ConfArgs){};
+                return r;
+        }
+
+        r = conf_default_id(&c.agent_id, "PROXY_AGENT_ID");
+        if (r < 0)
+                return conf_set_error(ret_error, r, "failed to generate an agent ID: %s", strerror(-r));
+        c.log_level = conf_resolve_log_level(c.log_level, c.verbosity);
+
+        r = agent_config_validate(&c, &error);
+        if (r < 0) {
+                *ret_error = TAKE_PTR(error);
+                return r;
+        }
+
+        *ret = c;
+        c = (AgentConfig){};
+        *ret_args = args;
+        args = (ConfArgs){};
+        return 0;
+}
+
+void agent_config_print_help(FILE *f) {
+        conf_print_help(agent_config_table, "konn-agent",
+                        "Konnectivity proxy agent: keeps tunnels to the proxy servers and dials "
+                        "destinations for them.",
+                        AGENT_CONFIG_DEFAULT_PATH, f);
+}
