@@ -117,3 +117,8 @@ static inline bool streq_ptr(const char *a, const char *b) {
         } while (0)
 #define LIST_FOREACH_SAFE(name, i, n, head) \
         for ((i) = (head); (i) && (((n) = (i)->name##_next), 1); (i) = (n))
+
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}

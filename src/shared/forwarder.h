@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * forwarder — carries DATA payloads from one gRPC call to another (a gRPC frontend stream and an agent stream on
+ * konn-server), one direction per Forwarder. Received payloads live in h2conn's transient input buffer, so they
+ * are copied once into the forwarder's buffer; their HTTP/2 credits on the source call are withheld until the copy
+ * has been sent on the destination call, so the source's flow-control window bounds the memory held here (no
+ * queue grows). Consecutive payloads that arrive while one message is in flight are coalesced into the next one.
+ * Embedded in, and owned by, a server Tunnel, which calls forwarder_done() before freeing itself. Loop thread only.
+ */
+#pragma once
+
+#include "h2conn.h"
+
+typedef struct Forwarder {
+        GrpcCall *src;          /* credits owed here; NULL once detached */
+        GrpcCall *dst;
+        int64_t connect_id;
+        OutMsg out;
+        uint8_t *cur;           /* the message in flight (referenced by out) */
+        size_t cur_len;
+        uint8_t *next;          /* payload accumulated while cur is in flight */
+        size_t next_len, next_cap;
+} Forwarder;
+
+void forwarder_init(Forwarder *f, GrpcCall *src, GrpcCall *dst, int64_t connect_id);
+/* A DATA payload from src: queue it towards dst. Returns bytes retained (credits withheld), or -ENOMEM / -ENOBUFS
+ * (more than a message can carry is waiting: the source ignored flow control). */
+int forwarder_push(Forwarder *f, const uint8_t *data, size_t len);
+/* Bytes accepted but not yet handed to the destination connection. */
+size_t forwarder_pending(const Forwarder *f);
+/* Stop, giving the credits back to src (if still set). flush: the destination is still there and everything
+ * accepted goes out (in order, before whatever the owner queues next); otherwise what was not yet queued is
+ * dropped. Owners clear f->src / f->dst (forwarder_forget_call()) as soon as either call ends. */
+void forwarder_done(Forwarder *f, bool flush);
+/* A call ended: forget it wherever it appears. */
+void forwarder_forget_call(Forwarder *f, GrpcCall *call);

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "transport.h"
+
+void transport_init(Transport *t, int fd, TlsConn *tls) {
+        *t = (Transport){ .fd = fd, .tls = tls, .want = EPOLLIN };
+}
+
+void transport_done(Transport *t) {
+        t->tls = tls_conn_free(t->tls);
+        t->fd = safe_close(t->fd);
+}
+
+int transport_handshake(Transport *t) {
+        int r;
+
+        if (!t->tls)
+                return 0;
+        r = tls_conn_handshake(t->tls);
+        if (r == -EAGAIN)
+                t->want = tls_conn_events(t->tls);
+        return r;
+}
+
+ssize_t transport_read(Transport *t, void *buf, size_t size) {
+        ssize_t n;
+
+        if (t->tls) {
+                n = tls_conn_read(t->tls, buf, size);
+                if (n == -EAGAIN)
+                        t->want = tls_conn_events(t->tls);
+                return n;
+        }
+        n = read(t->fd, buf, size);
+        if (n < 0) {
+                if (errno == EINTR)
+                        return -EAGAIN;
+                if (errno == EAGAIN)
+                        t->want = EPOLLIN;
+                return -errno;
+        }
+        return n;
+}
+
+ssize_t transport_write(Transport *t, const void *buf, size_t size) {
+        ssize_t n;
+
+        if (t->tls) {
+                n = tls_conn_write(t->tls, buf, size);
+                if (n == -EAGAIN)
+                        t->want = tls_conn_events(t->tls);
+                return n;
+        }
+        n = send(t->fd, buf, size, MSG_NOSIGNAL);
+        if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN) {
+                        t->want = EPOLLOUT;
+                        return -EAGAIN;
+                }
+                return -errno;
+        }
+        return n;
+}
+
+ssize_t transport_writev(Transport *t, const struct iovec *iov, int n) {
+        ssize_t total = 0, k;
+
+        if (!t->tls) {
+                struct msghdr mh = { .msg_iov = (struct iovec *) iov, .msg_iovlen = (size_t) n };
+                k = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno == EINTR || errno == EAGAIN) {
+                                t->want = EPOLLOUT;
+                                return -EAGAIN;
+                        }
+                        return -errno;
+                }
+                return k;
+        }
+        for (int i = 0; i < n; i++) {
+                if (iov[i].iov_len == 0)
+                        continue;
+                k = transport_write(t, iov[i].iov_base, iov[i].iov_len);
+                if (k < 0)
+                        return total > 0 ? total : k;
+                total += k;
+                if ((size_t) k < iov[i].iov_len)
+                        break;
+        }
+        return total;
+}
+
+size_t transport_pending(const Transport *t) {
+        return t->tls ? tls_conn_pending(t->tls) : 0;
+}
+
+uint32_t transport_read_events(const Transport *t) {
+        return t->tls ? t->want : EPOLLIN;
+}
+
+uint32_t transport_write_events(const Transport *t) {
+        return t->tls ? t->want : EPOLLOUT;
+}
+
+const char *transport_error(const Transport *t) {
+        return t->tls ? tls_conn_error(t->tls) : NULL;
+}
