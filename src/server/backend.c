@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "backend.h"
+#include "log.h"
+#include "manager.h"
+#include "tunnel.h"
+
+static void backend_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
+        Backend *b = userdata;
+
+        b->call = NULL;
+        if (status == GRPC_STATUS_OK || status == GRPC_STATUS_CANCELLED)
+                backend_free(b, message ? message : "stream ended");
+        else {
+                log_struct(LOG_WARNING, LOG_FIELDS({ "KONN_AGENT_ID", b->agent_id }),
+                           "Stream of agent '%s' (%s) failed: %s (%s).", b->agent_id, b->peer,
+                           message ? message : "no reason given", grpc_status_to_string(status));
+                backend_free(b, message ? message : "stream failed");
+        }
+}
+
+static int backend_close_unknown(Backend *b, int64_t connect_id) {
+        Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = connect_id };
+        return backend_send(b, &p);
+}
+
+static int backend_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        Backend *b = userdata;
+        Manager *m = b->manager;
+        Tunnel *t;
+
+        switch (p->type) {
+        case PACKET_DIAL_RSP: {
+                t = idmap_get(m->pending, p->dial_rsp.random);
+                if (!t || t->backend != b) {
+                        /* A dial nobody waits for any more (or not this stream's): clean up on the agent. */
+                        log_debug("DIAL_RSP for unknown dial %" PRIi64 " from agent '%s'.", p->dial_rsp.random,
+                                  b->agent_id);
+                        if (p->dial_rsp.error.len == 0 && p->dial_rsp.connect_id != 0)
+                                (void) backend_close_unknown(b, p->dial_rsp.connect_id);
+                        return 0;
+                }
+                if (p->dial_rsp.error.len > 0) {
+                        char err[512];
+                        (void) snprintf(err, sizeof(err), "%.*s", (int) p->dial_rsp.error.len, p->dial_rsp.error.ptr);
+                        tunnel_dial_failed(t, err);
+                } else if (p->dial_rsp.connect_id == 0) {
+                        tunnel_dial_failed(t, "agent answered without a connection ID");
+                } else
+                        tunnel_dial_succeeded(t, p->dial_rsp.connect_id);
+                return 0;
+        }
+        case PACKET_DATA:
+                if (p->data.connect_id == 0)
+                        return 0;
+                t = idmap_get(b->tunnels, p->data.connect_id);
+                if (!t) {
+                        (void) backend_close_unknown(b, p->data.connect_id);
+                        return 0;
+                }
+                return tunnel_deliver(t, p->data.data, p->data.data_len);
+        case PACKET_CLOSE_RSP:
+                t = idmap_get(b->tunnels, p->close_rsp.connect_id);
+                if (t)
+                        tunnel_remote_closed(t);
+                return 0;
+        case PACKET_DIAL_CLS:
+                t = idmap_get(m->pending, p->dial_cls.random);
+                if (t && t->backend == b)
+                        tunnel_dial_closed(t);
+                return 0;
+        case PACKET_DRAIN:
+                if (!b->draining)
+                        log_struct(LOG_INFO, LOG_FIELDS({ "KONN_AGENT_ID", b->agent_id }),
+                                   "Agent '%s' is draining; it is used for new dials only as a last resort.",
+                                   b->agent_id);
+                b->draining = true;
+                return 0;
+        default:
+                log_debug("Ignoring %s packet from agent '%s'.", packet_type_to_string(p->type), b->agent_id);
+                return 0;
+        }
+}
+
+static const GrpcCallHandler backend_handler = {
+        .on_packet = backend_on_packet,
+        .on_end = backend_on_end,
+};
+
+int backend_send(Backend *b, const Packet *p) {
+        int r;
+
+        if (!b->call)
+                return -ENOTCONN;
+        r = grpc_call_send_packet(b->call, p);
+        if (r < 0) {
+                log_struct_errno(LOG_WARNING, r, LOG_FIELDS({ "KONN_AGENT_ID", b->agent_id }),
+                                 "Failed to send %s to agent '%s', dropping its stream: %m",
+                                 packet_type_to_string(p->type), b->agent_id);
+                grpc_call_abort(b->call, GRPC_STATUS_UNAVAILABLE, "agent is not reading");
+                b->call = NULL;
+                backend_free(b, "send failed");
+        }
+        return r;
+}
+
+static bool identifiers_ok(const char *s) {
+        /* URL query form; the server ignores unknown keys (protocol.md §3.1), so only bound the size. */
+        return strlen(s) <= 4096;
+}
+
+int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message) {
+        static char msg[256];
+        const char *server_count_metadata[5];
+        char count[24];
+        Backend *b;
+        unsigned n;
+        int r;
+
+        if (!streq_ptr(grpc_call_path(call), "/AgentService/Connect"))
+                return GRPC_STATUS_UNIMPLEMENTED;
+
+        n = grpc_call_header_count(call, "agentid");
+        if (n != 1) {
+                (void) snprintf(msg, sizeof(msg), "expected one agent ID in the context, got %u", n);
+                *ret_message = msg;
+                log_warning("Refusing an agent stream with %u agent IDs.", n);
+                return GRPC_STATUS_UNKNOWN;
+        }
+        if (grpc_call_header_count(call, "agentidentifiers") > 1) {
+                *ret_message = "expected at most one set of agent identifiers";
+                return GRPC_STATUS_UNKNOWN;
+        }
+        if (grpc_call_header(call, "agentidentifiers", 0) &&
+            !identifiers_ok(grpc_call_header(call, "agentidentifiers", 0))) {
+                *ret_message = "agent identifiers too long";
+                return GRPC_STATUS_UNKNOWN;
+        }
+
+        b = calloc(1, sizeof(Backend));
+        if (!b)
+                return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        b->manager = m;
+        b->link = link;
+        b->agent_id = strdup(grpc_call_header(call, "agentid", 0));
+        b->identifiers = strdup(grpc_call_header(call, "agentidentifiers", 0) ?: "");
+        b->tunnels = idmap_new();
+        if (!b->agent_id || !b->identifiers || !b->tunnels) {
+                b->call = NULL;
+                backend_free(b, NULL);
+                return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        }
+        {
+                Transport *tr = h2conn_transport(grpc_call_conn(call));
+                char cn[128] = "";
+                if (tr->tls && tls_conn_peer_name(tr->tls, cn, sizeof(cn)) >= 0)
+                        (void) snprintf(b->peer, sizeof(b->peer), "CN=%s", cn);
+                else
+                        (void) snprintf(b->peer, sizeof(b->peer), "no certificate");
+        }
+        (void) snprintf(count, sizeof(count), "%" PRIi64, m->config->server_count);
+        server_count_metadata[0] = "serverid";
+        server_count_metadata[1] = m->config->server_id;
+        server_count_metadata[2] = "servercount";
+        server_count_metadata[3] = count;
+        server_count_metadata[4] = NULL;
+        r = grpc_call_accept(call, (char *const *) server_count_metadata, &backend_handler, b);
+        if (r < 0) {
+                backend_free(b, NULL);
+                return GRPC_STATUS_INTERNAL;
+        }
+        b->call = call;
+        {
+                struct timespec ts;
+                (void) clock_gettime(CLOCK_REALTIME, &ts);
+                b->since_usec = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+        }
+        LIST_PREPEND(backends, m->backends, b);
+        m->n_backends++;
+        log_struct(LOG_INFO,
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_AGENT_CONNECTED }, { "KONN_AGENT_ID", b->agent_id },
+                              { "KONN_AGENT_IDENTIFIERS", b->identifiers }, { "KONN_PEER", b->peer }),
+                   "Agent '%s' connected (%s, identifiers '%s').", b->agent_id, b->peer, b->identifiers);
+        manager_update_status(m);
+        return 0;
+}
+
+Backend *backend_free(Backend *b, const char *reason) {
+        Manager *m;
+        bool registered;
+
+        if (!b)
+                return NULL;
+        m = b->manager;
+        registered = b->backends_prev || m->backends == b;
+        if (registered) {
+                LIST_REMOVE(backends, m->backends, b);
+                m->n_backends--;
+        }
+        /* Pending dials fail at once (§15), established tunnels are closed. */
+        while (b->pending)
+                tunnel_backend_gone(b->pending);
+        if (b->tunnels) {
+                Tunnel *t;
+                while ((t = idmap_steal_first(b->tunnels))) {
+                        t->state = TUNNEL_ESTABLISHED;
+                        tunnel_backend_gone(t);
+                }
+        }
+        if (b->call) {
+                grpc_call_finish(b->call, GRPC_STATUS_OK, NULL);
+                b->call = NULL;
+        }
+        if (registered) {
+                log_struct(LOG_INFO,
+                           LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_AGENT_DISCONNECTED }, { "KONN_AGENT_ID", b->agent_id }),
+                           "Agent '%s' disconnected: %s.", b->agent_id, reason ?: "shutting down");
+                manager_update_status(m);
+        }
+        idmap_free(b->tunnels);
+        free(b->agent_id);
+        free(b->identifiers);
+        free(b);
+        return NULL;
+}

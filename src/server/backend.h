@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * backend — one agent's /AgentService/Connect stream on konn-server: its identity (agentid, identifiers), its
+ * draining flag, and the tunnels riding on it (established ones by connectID, pending dials in a list). Owned by
+ * the Manager (list); bound to a GrpcCall owned by the agent's H2Conn. Packets from this stream can only reach this
+ * backend's own tunnels (protocol.md §15). Freeing a backend fails its pending dials and closes its tunnels.
+ * Loop thread only.
+ */
+#pragma once
+
+#include "h2conn.h"
+#include "idmap.h"
+#include "macro.h"
+#include "server-forward.h"
+
+struct Backend {
+        Manager *manager;
+        LIST_FIELDS(Backend, backends);
+        AgentLink *link;
+        GrpcCall *call;
+        char *agent_id;
+        char *identifiers;
+        char peer[128];
+        bool draining;
+        uint64_t since_usec;
+        IdMap *tunnels;        /* connectID → Tunnel (established) */
+        Tunnel *pending;       /* dials sent on this stream, waiting for DIAL_RSP */
+        unsigned n_pending;
+};
+
+/* Server handler for a new call on an agent connection (the H2ConnHandler.on_call of the agent listener). */
+int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message);
+Backend *backend_free(Backend *b, const char *reason);
+/* Send a packet on the stream; on failure the stream is ended (the peer is stuck or gone) and -errno returned. */
+int backend_send(Backend *b, const Packet *p);

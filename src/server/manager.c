@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+
+#include "backend.h"
+#include "conf.h"
+#include "daemon.h"
+#include "h2conn.h"
+#include "log.h"
+#include "manager.h"
+#include "sock.h"
+#include "tls.h"
+#include "tunnel.h"
+
+/* One accepted HTTP/2 connection: an agent's (TLS), or a gRPC frontend's (Unix socket, or TLS). Owned by the
+ * Manager; its H2Conn frees itself after on_close. */
+struct AgentLink {
+        Manager *manager;
+        LIST_FIELDS(AgentLink, links);
+        H2Conn *conn;
+        char peer[64];
+        bool frontend;
+        bool got_call;
+};
+
+static void link_free(AgentLink *l) {
+        LIST_REMOVE(links, l->manager->links, l);
+        free(l);
+}
+
+static int link_on_call(H2Conn *c, GrpcCall *call, const char **ret_message, void *userdata) {
+        AgentLink *l = userdata;
+
+        l->got_call = true;
+        if (l->frontend)
+                return grpc_frontend_on_call(l->manager, call, ret_message);
+        return backend_on_call(l->manager, l, call, ret_message);
+}
+
+static void link_on_close(H2Conn *c, int error, const char *reason, void *userdata) {
+        AgentLink *l = userdata;
+
+        if (!l->got_call)
+                log_warning("%s connection from %s failed before any stream: %s", l->frontend ? "Frontend" : "Agent",
+                            l->peer, reason ?: strerror(-error));
+        else
+                log_debug("%s connection from %s closed: %s", l->frontend ? "Frontend" : "Agent", l->peer,
+                          reason ?: strerror(-error));
+        link_free(l);
+}
+
+static const H2ConnHandler link_handler = {
+        .on_call = link_on_call,
+        .on_close = link_on_close,
+};
+
+static int link_new(Manager *m, int fd, bool frontend, const char *peer) {
+        _cleanup_close_ int cfd = fd;
+        SSL_CTX *ctx = frontend ? m->frontend_ctx : m->agent_ctx;
+        H2ConnSettings st = {
+                .handshake_timeout_usec = m->config->handshake_timeout_usec,
+                /* kube-apiserver multiplexes many Proxy streams on one connection. */
+                .max_concurrent_streams = frontend ? 10000 : 1000,
+                .keepalive_usec = frontend ? m->config->frontend_keepalive_time_usec : m->config->keepalive_time_usec,
+        };
+        TlsConn *tc = NULL;
+        AgentLink *l;
+        Transport t;
+        int r;
+
+        if (ctx) {
+                r = tls_conn_new(ctx, cfd, true, NULL, &tc);
+                if (r < 0)
+                        return r;
+        }
+        l = calloc(1, sizeof(AgentLink));
+        if (!l) {
+                tls_conn_free(tc);
+                return -ENOMEM;
+        }
+        l->manager = m;
+        l->frontend = frontend;
+        (void) snprintf(l->peer, sizeof(l->peer), "%s", peer);
+        transport_init(&t, TAKE_FD(cfd), tc);
+        LIST_PREPEND(links, m->links, l);
+        r = h2conn_new(m->event, &t, true, &st, &link_handler, l, &l->conn);
+        if (r < 0) {
+                link_free(l);
+                return r;
+        }
+        return 0;
+}
+
+static int on_agent_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+
+        for (unsigned i = 0; i < 64; i++) {
+                SockAddr peer;
+                socklen_t plen = sizeof(peer);
+                char name[64];
+                int cfd, r;
+
+                cfd = sock_accept(fd, &peer, &plen);
+                if (cfd == -EAGAIN)
+                        return 0;
+                if (cfd < 0) {
+                        log_warning_errno(cfd, "Failed to accept an agent connection, ignoring: %m");
+                        return 0;
+                }
+                sock_set_nodelay(cfd);
+                (void) sock_addr_to_string(&peer, plen, name, sizeof(name));
+                r = link_new(m, cfd, false, name);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to set up agent connection from %s, ignoring: %m", name);
+        }
+        return 0;
+}
+
+static int on_frontend_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+
+        for (unsigned i = 0; i < 64; i++) {
+                SockAddr peer;
+                socklen_t plen = sizeof(peer);
+                char name[64];
+                int cfd, r;
+
+                cfd = sock_accept(fd, &peer, &plen);
+                if (cfd == -EAGAIN)
+                        return 0;
+                if (cfd < 0) {
+                        log_warning_errno(cfd, "Failed to accept a frontend connection, ignoring: %m");
+                        return 0;
+                }
+                if (m->frontend_ctx)
+                        sock_set_nodelay(cfd);
+                if (m->frontend_ctx)
+                        (void) sock_addr_to_string(&peer, plen, name, sizeof(name));
+                else
+                        (void) snprintf(name, sizeof(name), "unix:%s", m->config->uds_name);
+                if (m->config->mode == SERVER_MODE_GRPC)
+                        r = link_new(m, cfd, true, name);
+                else
+                        r = connect_tunnel_new(m, cfd, m->frontend_ctx != NULL, name);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to set up frontend connection from %s, ignoring: %m", name);
+        }
+        return 0;
+}
+
+Backend *manager_pick_backend(Manager *m, const char *address) {
+        Backend *b, *draining = NULL;
+        unsigned start;
+
+        if (m->n_backends == 0)
+                return NULL;
+        m->rng = m->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        start = (unsigned) (m->rng >> 33) % m->n_backends;
+        b = m->backends;
+        for (unsigned i = 0; i < start && b; i++)
+                b = b->backends_next;
+        /* From a random start, wrapping around: first non-draining, else the first draining one seen. */
+        for (unsigned k = 0; k < m->n_backends && b; k++) {
+                if (!b->draining)
+                        return b;
+                if (!draining)
+                        draining = b;
+                b = b->backends_next ?: m->backends;
+        }
+        return draining;
+}
+
+int64_t manager_new_dial_id(Manager *m) {
+        for (;;) {
+                uint64_t x;
+                int64_t id;
+
+                /* splitmix64 over a counter seeded from getrandom(). */
+                x = (m->rng += 0x9e3779b97f4a7c15ULL);
+                x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+                x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+                x ^= x >> 31;
+                id = (int64_t) (x & INT64_MAX);
+                if (id != 0 && !idmap_get(m->pending, id))
+                        return id;
+        }
+}
+
+void manager_update_status(Manager *m) {
+        (void) sd_notifyf(false, "STATUS=%u agent stream%s, %u frontend connection%s", m->n_backends,
+                          m->n_backends == 1 ? "" : "s", m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
+}
+
+static int load_ctx(const char *what, const char *cert, const char *key, const char *ca, TlsAlpn alpn, SSL_CTX **ret) {
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        r = tls_ctx_new_server(cert, key, ca, alpn, ret, &error);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up TLS for the %s listener: %s", what, error ?: "unknown error");
+        return 0;
+}
+
+static bool has_uds(const ServerConfig *c) {
+        return c->uds_name && *c->uds_name;
+}
+
+/* Both TLS contexts for configuration c. The frontend one stays NULL for a Unix-socket frontend. */
+static int load_contexts(const ServerConfig *c, SSL_CTX **ret_agent, SSL_CTX **ret_frontend) {
+        SSL_CTX *a = NULL, *f = NULL;
+        int r;
+
+        r = load_ctx("agent", c->cluster_cert, c->cluster_key,
+                     c->cluster_ca_cert && *c->cluster_ca_cert ? c->cluster_ca_cert : NULL, TLS_ALPN_H2, &a);
+        if (r < 0)
+                return r;
+        if (!has_uds(c)) {
+                r = load_ctx("frontend", c->server_cert, c->server_key, c->server_ca_cert,
+                             c->mode == SERVER_MODE_GRPC ? TLS_ALPN_H2 : TLS_ALPN_HTTP11, &f);
+                if (r < 0) {
+                        SSL_CTX_free(a);
+                        return r;
+                }
+        }
+        *ret_agent = a;
+        *ret_frontend = f;
+        return 0;
+}
+
+static int listen_agent(Manager *m) {
+        const ServerConfig *c = m->config;
+
+        m->agent_fd = daemon_take_listen_fd("agent");
+        if (m->agent_fd >= 0)
+                return 0;
+        m->agent_fd = sock_listen_tcp(c->agent_bind_address, (uint16_t) c->agent_port);
+        if (m->agent_fd < 0)
+                return log_error_errno(m->agent_fd, "Failed to listen on agent port %s:%" PRIi64 ": %m",
+                                       c->agent_bind_address ?: "", c->agent_port);
+        return 0;
+}
+
+static int listen_frontend(Manager *m) {
+        const ServerConfig *c = m->config;
+        int fd;
+
+        fd = daemon_take_listen_fd("frontend");
+        if (fd >= 0) {
+                m->frontend_fd = fd;
+                m->frontend_passed = true;
+                if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) > 0 && m->frontend_ctx) {
+                        /* A Unix socket from systemd carries no TLS, whatever the TCP settings say. */
+                        SSL_CTX_free(m->frontend_ctx);
+                        m->frontend_ctx = NULL;
+                }
+                return 0;
+        }
+        if (has_uds(c)) {
+                m->frontend_fd = sock_listen_unix(c->uds_name, 0660, c->delete_existing_uds_file);
+                if (m->frontend_fd < 0)
+                        return log_error_errno(m->frontend_fd, "Failed to listen on Unix socket '%s': %m", c->uds_name);
+                m->frontend_uds_path = strdup(c->uds_name);
+                return 0;
+        }
+        m->frontend_fd = sock_listen_tcp(c->server_bind_address, (uint16_t) c->server_port);
+        if (m->frontend_fd < 0)
+                return log_error_errno(m->frontend_fd, "Failed to listen on frontend port %s:%" PRIi64 ": %m",
+                                       c->server_bind_address ?: "", c->server_port);
+        return 0;
+}
+
+int manager_start(Manager *m) {
+        const ServerConfig *c = m->config;
+        int r;
+
+        r = load_contexts(c, &m->agent_ctx, &m->frontend_ctx);
+        if (r < 0)
+                return r;
+        if (!c->cluster_ca_cert || !*c->cluster_ca_cert)
+                log_warning("--insecure-allow-unauthenticated-agents is set: agents are accepted WITHOUT any "
+                            "authentication. Anyone who can reach port %" PRIi64 " can receive tunnelled traffic.",
+                            c->agent_port);
+
+        r = listen_agent(m);
+        if (r < 0)
+                return r;
+        r = sd_event_add_io(m->event, &m->agent_source, m->agent_fd, EPOLLIN, on_agent_accept, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the agent listener: %m");
+        r = listen_frontend(m);
+        if (r < 0)
+                return r;
+        r = sd_event_add_io(m->event, &m->frontend_source, m->frontend_fd, EPOLLIN, on_frontend_accept, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the frontend listener: %m");
+
+        if (has_uds(c) || m->frontend_passed)
+                log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_STARTED }, { "KONN_SERVER_ID", c->server_id }),
+                           "konn-server %s (id '%s') accepting agents on port %" PRIi64 ", %s frontend on %s%s.",
+                           PACKAGE_VERSION, c->server_id, c->agent_port,
+                           c->mode == SERVER_MODE_GRPC ? "gRPC" : "HTTP CONNECT",
+                           m->frontend_passed ? "a socket passed by systemd" : "unix:",
+                           m->frontend_passed ? "" : c->uds_name);
+        else
+                log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_STARTED }, { "KONN_SERVER_ID", c->server_id }),
+                           "konn-server %s (id '%s') accepting agents on port %" PRIi64
+                           ", %s frontend on TCP+mTLS port %" PRIi64 ".",
+                           PACKAGE_VERSION, c->server_id, c->agent_port,
+                           c->mode == SERVER_MODE_GRPC ? "gRPC" : "HTTP CONNECT", c->server_port);
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+        return 0;
+}
+
+static int on_stop_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        if (m->n_tunnels == 0 || usec >= m->stop_deadline) {
+                if (m->n_tunnels > 0)
+                        log_notice("Graceful shutdown timeout reached with %u connection%s still open, closing them.",
+                                   m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
+                return sd_event_exit(m->event, 0);
+        }
+        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+void manager_stop(Manager *m) {
+        uint64_t now;
+        int r;
+
+        if (m->stopping)
+                return;
+        m->stopping = true;
+        (void) sd_notify(false, "STOPPING=1");
+        /* No new agents or frontend connections; the listening sockets stay open (systemd may hold them). */
+        (void) sd_event_source_set_enabled(m->agent_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(m->frontend_source, SD_EVENT_OFF);
+        if (m->config->graceful_shutdown_timeout_usec == 0 || m->n_tunnels == 0) {
+                (void) sd_event_exit(m->event, 0);
+                return;
+        }
+        log_info("Waiting up to %" PRIu64 " s for %u connection%s to finish.",
+                 m->config->graceful_shutdown_timeout_usec / USEC_PER_SEC, m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        m->stop_deadline = now + m->config->graceful_shutdown_timeout_usec;
+        r = sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC, 0,
+                                       on_stop_tick, m);
+        if (r < 0)
+                (void) sd_event_exit(m->event, 0);
+}
+
+void manager_reload(Manager *m) {
+        _cleanup_free_ char *error = NULL;
+        ServerConfig *n, *old = m->config;
+        SSL_CTX *actx = NULL, *fctx = NULL;
+        ConfArgs args = {};
+        int r;
+
+        (void) sd_notify(false, "RELOADING=1");
+        n = calloc(1, sizeof(ServerConfig));
+        if (!n) {
+                log_oom();
+                goto done;
+        }
+        r = server_config_load(n, m->argc, m->argv, &args, &error);
+        conf_args_done(&args);
+        if (r != 0) {
+                log_error("Reloading the configuration failed, keeping the running one: %s", error ?: "out of memory");
+                free(n);
+                goto done;
+        }
+        r = load_contexts(n, &actx, &fctx);
+        if (r < 0) {
+                log_error("Reloading the configuration failed (TLS material), keeping the running one.");
+                server_config_done(n);
+                free(n);
+                goto done;
+        }
+        /* What the listeners and the agents already know cannot change without a restart. */
+        if (n->mode != old->mode || n->agent_port != old->agent_port || n->server_port != old->server_port ||
+            !streq_ptr(n->uds_name, old->uds_name) || !streq_ptr(n->agent_bind_address, old->agent_bind_address) ||
+            !streq_ptr(n->server_bind_address, old->server_bind_address))
+                log_warning("Listener settings changed; they take effect only after a restart.");
+        if (!streq_ptr(n->server_id, old->server_id)) {
+                log_warning("The server ID cannot change on reload; keeping '%s'.", old->server_id);
+                free(n->server_id);
+                n->server_id = strdup(old->server_id);
+        }
+        n->mode = old->mode;
+        if (fctx && !m->frontend_ctx) {
+                /* The running frontend is a Unix socket. */
+                SSL_CTX_free(fctx);
+                fctx = NULL;
+        }
+        SSL_CTX_free(m->agent_ctx);
+        m->agent_ctx = actx;
+        if (m->frontend_ctx) {
+                SSL_CTX_free(m->frontend_ctx);
+                m->frontend_ctx = fctx;
+        }
+        m->config = n;
+        server_config_done(old);
+        free(old);
+        log_set_max_level(n->log_level);
+        log_set_target(n->log_target);
+        log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_RELOAD }),
+                   "Configuration reloaded; new connections use the new certificates.");
+done:
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+}
+
+int manager_new(sd_event *e, ServerConfig *config, int argc, char *argv[], Manager **ret) {
+        Manager *m;
+
+        m = calloc(1, sizeof(Manager));
+        if (!m) {
+                server_config_done(config);
+                free(config);
+                return -ENOMEM;
+        }
+        m->event = sd_event_ref(e);
+        m->config = config;
+        m->argc = argc;
+        m->argv = argv;
+        m->agent_fd = m->frontend_fd = -EBADF;
+        m->pending = idmap_new();
+        if (!m->pending) {
+                manager_free(m);
+                return -ENOMEM;
+        }
+        if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
+                m->rng = (uint64_t) time(NULL) ^ (uint64_t) getpid();
+        *ret = m;
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        while (m->backends)
+                backend_free(m->backends, NULL);
+        while (m->tunnels)
+                tunnel_free(m->tunnels);
+        while (m->links) {
+                AgentLink *l = m->links;
+                h2conn_free(l->conn);
+                link_free(l);
+        }
+        m->agent_source = sd_event_source_disable_unref(m->agent_source);
+        m->frontend_source = sd_event_source_disable_unref(m->frontend_source);
+        m->agent_fd = safe_close(m->agent_fd);
+        m->frontend_fd = safe_close(m->frontend_fd);
+        if (m->frontend_uds_path && !m->frontend_passed)
+                (void) unlink(m->frontend_uds_path);
+        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
+        free(m->frontend_uds_path);
+        SSL_CTX_free(m->agent_ctx);
+        SSL_CTX_free(m->frontend_ctx);
+        idmap_free(m->pending);
+        if (m->config) {
+                server_config_done(m->config);
+                free(m->config);
+        }
+        sd_event_unref(m->event);
+        free(m);
+        return NULL;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * manager — konn-server's top-level object: the event loop's listeners (agent port, frontend Unix socket or TCP),
+ * the TLS contexts, the set of connected agent streams (Backends), every frontend Tunnel, and the server-wide map of
+ * pending dials by dial ID ("random"). Owns all of them; created and run by main.c, freed at exit.
+ * Loop thread only.
+ */
+#pragma once
+
+#include <openssl/ssl.h>
+#include <systemd/sd-event.h>
+
+#include "idmap.h"
+#include "macro.h"
+#include "server-config.h"
+#include "server-forward.h"
+
+struct Manager {
+        sd_event *event;
+        ServerConfig *config;  /* owned; replaced as a whole on reload */
+        int argc;              /* the command line, to load the configuration again on reload */
+        char **argv;
+        SSL_CTX *agent_ctx;    /* agent listener: cluster cert, cluster CA (mTLS), ALPN h2 */
+        SSL_CTX *frontend_ctx; /* TCP frontend: server cert, server CA (mTLS), HTTP/1.1 */
+        int agent_fd, frontend_fd;
+        sd_event_source *agent_source, *frontend_source;
+        char *frontend_uds_path; /* unlinked at exit when we created it */
+
+        AgentLink *links;      /* agent TLS connections */
+        Backend *backends;     /* agent Connect streams, newest first */
+        unsigned n_backends;
+        Tunnel *tunnels;       /* every frontend connection */
+        unsigned n_tunnels;
+        IdMap *pending;        /* dial ID → Tunnel waiting for DIAL_RSP */
+        uint64_t rng;
+        bool frontend_passed;  /* the frontend socket came from systemd: not ours to unlink */
+        bool stopping;
+        sd_event_source *stop_timer;
+        uint64_t stop_deadline;
+};
+
+/* Takes ownership of config (also on failure). */
+int manager_new(sd_event *e, ServerConfig *config, int argc, char *argv[], Manager **ret);
+Manager *manager_free(Manager *m);
+int manager_start(Manager *m);   /* bind/listen (or take systemd's sockets); logs its own errors */
+/* SIGTERM: stop accepting; let tunnels finish for up to --graceful-shutdown-timeout, then exit the loop. */
+void manager_stop(Manager *m);
+/* SIGHUP: load the configuration again into a new object, validate it, rebuild the TLS contexts (certificate
+ * rotation), then swap. On any failure the running configuration stays. Established tunnels are untouched. */
+void manager_reload(Manager *m);
+/* Pick an agent stream for a dial to `address` (default strategy: random start, first non-draining, else a
+ * draining one). NULL when no agent is connected. */
+Backend *manager_pick_backend(Manager *m, const char *address);
+/* A fresh dial ID: positive int63, not in use. */
+int64_t manager_new_dial_id(Manager *m);
+void manager_update_status(Manager *m);
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

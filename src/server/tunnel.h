@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tunnel — one tunnelled TCP connection on konn-server, from its frontend end to its agent stream.
+ * The frontend end is either an HTTP CONNECT client socket (frontend-connect.c: TLS handshake → request header →
+ * pending dial → relay) or a gRPC /ProxyService/Proxy stream (frontend-grpc.c: DIAL_REQ → pending → packets
+ * forwarded both ways). This file holds what both share: the state, the indexes, and the entry points the Backend
+ * calls for packets from the agent.
+ *
+ * Owned by the Manager (list of all tunnels). While pending it is also indexed by dial ID in the Manager and listed
+ * in its Backend; once established it is indexed by connectID in its Backend. tunnel_free() unhooks it from all of
+ * those. Loop thread only.
+ */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "forwarder.h"
+#include "h2conn.h"
+#include "relay.h"
+#include "server-forward.h"
+#include "transport.h"
+
+typedef enum TunnelKind {
+        TUNNEL_CONNECT,
+        TUNNEL_GRPC,
+} TunnelKind;
+
+typedef enum TunnelState {
+        TUNNEL_HANDSHAKE,    /* CONNECT over TLS: handshaking */
+        TUNNEL_HEADER,       /* waiting for the dial request (CONNECT header or DIAL_REQ) */
+        TUNNEL_PENDING,      /* DIAL_REQ sent to the agent, waiting for DIAL_RSP */
+        TUNNEL_ESTABLISHED,
+        TUNNEL_CLOSING,      /* no backend any more; finishing towards the frontend */
+} TunnelState;
+
+struct Tunnel {
+        Manager *manager;
+        LIST_FIELDS(Tunnel, tunnels);
+        LIST_FIELDS(Tunnel, pending);
+        TunnelKind kind;
+        TunnelState state;
+        Backend *backend;
+
+        int64_t dial_id, connect_id;
+        char dest[264];
+        char peer[64];
+        uint64_t start_usec;
+
+        /* TUNNEL_CONNECT */
+        Transport t;                 /* until the relay takes it */
+        sd_event_source *io, *timer;
+        char *hbuf;                  /* request header + pipelined bytes, until established */
+        size_t hlen, header_len;
+        Relay relay;
+        bool relay_live;
+
+        /* TUNNEL_GRPC */
+        GrpcCall *fcall;             /* the frontend's Proxy stream (owned by its H2Conn) */
+        Forwarder to_agent, to_front;
+        bool forwarding;
+        bool ignore_input;           /* "stop reading this stream" (protocol.md §5.2) */
+        int64_t seen_connect_id;     /* first non-zero connectID the frontend used in DATA */
+        uint64_t bytes_in, bytes_out;
+};
+
+Tunnel *tunnel_alloc(Manager *m, TunnelKind kind, const char *peer);
+Tunnel *tunnel_free(Tunnel *t);
+/* Choose an agent for t->dest and send DIAL_REQ with t->dial_id. 0 on success (t is pending); -ENOENT when no agent
+ * is available; another -errno if the DIAL_REQ could not be sent. */
+int tunnel_request_dial(Tunnel *t);
+void tunnel_unpend(Tunnel *t);
+void tunnel_unestablish(Tunnel *t);
+bool tunnel_establish(Tunnel *t, int64_t connect_id);
+void tunnel_log_opened(Tunnel *t);
+void tunnel_log_closed(Tunnel *t, const char *why);
+uint64_t now_usec(void);
+
+/* Called by the Backend for packets and events that concern this tunnel. */
+void tunnel_dial_succeeded(Tunnel *t, int64_t connect_id);
+void tunnel_dial_failed(Tunnel *t, const char *error);
+void tunnel_dial_closed(Tunnel *t);            /* DIAL_CLS from the agent */
+void tunnel_backend_gone(Tunnel *t);           /* the agent stream ended */
+int tunnel_deliver(Tunnel *t, const uint8_t *data, size_t len);  /* DATA; returns bytes retained */
+void tunnel_remote_closed(Tunnel *t);          /* CLOSE_RSP from the agent */
+
+/* frontend-connect.c */
+int connect_tunnel_new(Manager *m, int fd, bool tls, const char *peer);
+void connect_tunnel_free(Tunnel *t);
+void connect_dial_succeeded(Tunnel *t);
+void connect_dial_failed(Tunnel *t, const char *error);
+void connect_dial_closed(Tunnel *t);
+void connect_backend_gone(Tunnel *t, bool was_pending);
+int connect_deliver(Tunnel *t, const uint8_t *data, size_t len);
+void connect_remote_closed(Tunnel *t);
+
+/* frontend-grpc.c */
+int grpc_frontend_on_call(Manager *m, GrpcCall *call, const char **ret_message);
+void grpc_tunnel_free(Tunnel *t);
+void grpc_dial_succeeded(Tunnel *t);
+void grpc_dial_failed(Tunnel *t, const char *error);
+void grpc_dial_closed(Tunnel *t);
+void grpc_backend_gone(Tunnel *t, bool was_pending);
+int grpc_deliver(Tunnel *t, const uint8_t *data, size_t len);
+void grpc_remote_closed(Tunnel *t);
