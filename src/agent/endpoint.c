@@ -1,0 +1,343 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "endpoint.h"
+#include "log.h"
+#include "manager.h"
+#include "serverconn.h"
+
+/* Bounds on what one server can make us hold. */
+#define ENDPOINTS_PER_SERVER_MAX 200000
+#define DIALS_PER_SERVER_MAX 20000
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static void endpoint_log_closed(Endpoint *ep, const char *why) {
+        char cid[32], in[32], out[32], dur[32];
+
+        if (LOG_DEBUG > log_get_max_level())
+                return;
+        (void) snprintf(cid, sizeof(cid), "%" PRIi64, ep->connect_id);
+        (void) snprintf(in, sizeof(in), "%" PRIu64, ep->relay.bytes_out);
+        (void) snprintf(out, sizeof(out), "%" PRIu64, ep->relay.bytes_in);
+        (void) snprintf(dur, sizeof(dur), "%" PRIu64, now_usec() - ep->start_usec);
+        log_struct(LOG_DEBUG,
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_CLOSED }, { "KONN_SERVER_ID", ep->sc->server_id },
+                              { "KONN_CONNECT_ID", cid }, { "KONN_DEST", ep->address }, { "KONN_BYTES_IN", in },
+                              { "KONN_BYTES_OUT", out }, { "KONN_DURATION_USEC", dur }),
+                   "Connection %s to '%s' closed (%s).", cid, ep->address, why);
+}
+
+Endpoint *endpoint_free(Endpoint *ep) {
+        ServerConn *sc;
+
+        if (!ep)
+                return NULL;
+        sc = ep->sc;
+        if (idmap_get(sc->endpoints, ep->connect_id) == ep)
+                (void) idmap_remove(sc->endpoints, ep->connect_id);
+        if (idmap_get(sc->dials, ep->dial_id) == ep)
+                (void) idmap_remove(sc->dials, ep->dial_id);
+        ep->query = resolve_query_cancel(ep->query);
+        if (ep->relay_live)
+                relay_done(&ep->relay);
+        ep->io = sd_event_source_disable_unref(ep->io);
+        ep->timer = sd_event_source_disable_unref(ep->timer);
+        ep->fd = safe_close(ep->fd);
+        free(ep);
+        return NULL;
+}
+
+static void endpoint_fail(Endpoint *ep, const char *error) {
+        ServerConn *sc = ep->sc;
+        Packet p = { .type = PACKET_DIAL_RSP,
+                     .dial_rsp = { .error = { error, strlen(error) }, .random = ep->dial_id } };
+        char did[32];
+
+        (void) snprintf(did, sizeof(did), "%" PRIi64, ep->dial_id);
+        log_struct(LOG_INFO,
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_DIAL_FAILED }, { "KONN_SERVER_ID", sc->server_id },
+                              { "KONN_DIAL_ID", did }, { "KONN_DEST", ep->address }),
+                   "Dial to '%s' failed: %s", ep->address, error);
+        endpoint_free(ep);
+        (void) server_conn_send(sc, &p);
+}
+
+static void on_relay_event(Relay *r, RelayEvent ev, int error, void *userdata) {
+        Endpoint *ep = userdata;
+        ServerConn *sc = ep->sc;
+
+        if (ev == RELAY_DRAINED) {
+                endpoint_log_closed(ep, "closed by server");
+                endpoint_free(ep);
+                return;
+        }
+        /* Endpoint EOF or error: report CLOSE_RSP (there is no agent→server CLOSE_REQ, §5.1). */
+        {
+                Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
+                endpoint_log_closed(ep, error < 0 ? "connection failed" : "closed by destination");
+                endpoint_free(ep);
+                (void) server_conn_send(sc, &p);
+        }
+}
+
+static void endpoint_established(Endpoint *ep) {
+        ServerConn *sc = ep->sc;
+        Packet p = { .type = PACKET_DIAL_RSP, .dial_rsp = { .connect_id = ep->connect_id, .random = ep->dial_id } };
+        Transport t;
+        int r;
+
+        ep->io = sd_event_source_disable_unref(ep->io);
+        ep->timer = sd_event_source_disable_unref(ep->timer);
+        (void) idmap_remove(sc->dials, ep->dial_id);
+        sock_set_nodelay(ep->fd);
+        transport_init(&t, TAKE_FD(ep->fd), NULL);
+        r = relay_init(&ep->relay, sc->manager->event, &t, on_relay_event, ep);
+        ep->relay_live = true;
+        if (r < 0) {
+                char err[512];
+                (void) snprintf(err, sizeof(err), "dial tcp %s: %s", ep->address, strerror(-r));
+                endpoint_fail(ep, err);
+                return;
+        }
+        ep->state = ENDPOINT_ESTABLISHED;
+        /* DIAL_RSP goes out before any DATA of this connection: it is queued first. */
+        r = server_conn_send(sc, &p);
+        if (r < 0)
+                return; /* the server connection is going down and takes us with it */
+        r = relay_start(&ep->relay, sc->call, ep->connect_id, NULL, 0);
+        if (r < 0) {
+                Packet c = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
+                endpoint_free(ep);
+                (void) server_conn_send(sc, &c);
+                return;
+        }
+        if (LOG_DEBUG <= log_get_max_level()) {
+                char cid[32];
+                (void) snprintf(cid, sizeof(cid), "%" PRIi64, ep->connect_id);
+                log_struct(LOG_DEBUG,
+                           LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_OPENED }, { "KONN_SERVER_ID", sc->server_id },
+                                      { "KONN_CONNECT_ID", cid }, { "KONN_DEST", ep->address }),
+                           "Connection %s to '%s' established.", cid, ep->address);
+        }
+}
+
+static void endpoint_try_next(Endpoint *ep);
+
+static int on_connect_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Endpoint *ep = userdata;
+        int r = sock_connect_result(ep->fd);
+
+        if (r == -EINPROGRESS || r == -EALREADY)
+                return 0;
+        if (r < 0) {
+                ep->last_error = r;
+                ep->io = sd_event_source_disable_unref(ep->io);
+                ep->fd = safe_close(ep->fd);
+                endpoint_try_next(ep);
+                return 0;
+        }
+        endpoint_established(ep);
+        return 0;
+}
+
+static void endpoint_try_next(Endpoint *ep) {
+        char err[512];
+
+        while (ep->next_addr < ep->n_addrs) {
+                unsigned i = ep->next_addr++;
+                bool in_progress = false;
+                int fd, r;
+
+                fd = sock_connect_start(&ep->addrs[i], ep->addr_lens[i], &in_progress);
+                if (fd < 0) {
+                        ep->last_error = fd;
+                        continue;
+                }
+                ep->fd = fd;
+                if (!in_progress) {
+                        endpoint_established(ep);
+                        return;
+                }
+                r = sd_event_add_io(ep->sc->manager->event, &ep->io, fd, EPOLLOUT, on_connect_io, ep);
+                if (r < 0) {
+                        ep->last_error = r;
+                        ep->fd = safe_close(ep->fd);
+                        continue;
+                }
+                return;
+        }
+        /* Go reports the error of the first address tried; we report the last, which for one address is the same. */
+        {
+                char addr[300];
+                if (ep->n_addrs == 1)
+                        (void) sock_addr_to_string(&ep->addrs[0], ep->addr_lens[0], addr, sizeof(addr));
+                else
+                        (void) snprintf(addr, sizeof(addr), "%s", ep->address);
+                (void) sock_format_dial_error(addr, ep->last_error ?: -ECONNREFUSED, err, sizeof(err));
+        }
+        endpoint_fail(ep, err);
+}
+
+static void on_resolved(ResolveQuery *q, int error, const char *reason, const struct addrinfo *ai, void *userdata) {
+        Endpoint *ep = userdata;
+        char err[512];
+
+        ep->query = NULL;
+        if (error < 0) {
+                (void) sock_format_lookup_error(ep->host, reason, err, sizeof(err));
+                endpoint_fail(ep, err);
+                return;
+        }
+        for (const struct addrinfo *a = ai; a && ep->n_addrs < ENDPOINT_MAX_ADDRS; a = a->ai_next) {
+                if (a->ai_addrlen > sizeof(SockAddr))
+                        continue;
+                memcpy(&ep->addrs[ep->n_addrs], a->ai_addr, a->ai_addrlen);
+                ep->addr_lens[ep->n_addrs++] = a->ai_addrlen;
+        }
+        ep->state = ENDPOINT_CONNECTING;
+        endpoint_try_next(ep);
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Endpoint *ep = userdata;
+        char err[512], addr[300];
+
+        if (ep->state == ENDPOINT_CONNECTING && ep->next_addr > 0)
+                (void) sock_addr_to_string(&ep->addrs[ep->next_addr - 1], ep->addr_lens[ep->next_addr - 1], addr,
+                                           sizeof(addr));
+        else
+                (void) snprintf(addr, sizeof(addr), "%s", ep->address);
+        (void) sock_format_dial_error(addr, -ETIMEDOUT, err, sizeof(err));
+        endpoint_fail(ep, err);
+        return 0;
+}
+
+int endpoint_dial(ServerConn *sc, const Packet *p) {
+        Manager *m = sc->manager;
+        int64_t connect_id = ++sc->last_connect_id;
+        char err[512], proto[16];
+        const char *reason = NULL;
+        Endpoint *ep;
+        int r;
+
+        if (m->draining) {
+                Packet rsp = { .type = PACKET_DIAL_RSP,
+                               .dial_rsp = { .error = { "agent is shutting down", 22 }, .random = p->dial_req.random } };
+                return server_conn_send(sc, &rsp);
+        }
+        if (idmap_size(sc->endpoints) >= ENDPOINTS_PER_SERVER_MAX || idmap_size(sc->dials) >= DIALS_PER_SERVER_MAX) {
+                Packet rsp = { .type = PACKET_DIAL_RSP,
+                               .dial_rsp = { .error = { "too many open connections", 25 }, .random = p->dial_req.random } };
+                log_warning("Server '%s' asked for more connections than allowed, refusing a dial.", sc->server_id);
+                return server_conn_send(sc, &rsp);
+        }
+        ep = calloc(1, sizeof(Endpoint));
+        if (!ep)
+                return -ENOMEM;
+        ep->sc = sc;
+        ep->fd = -EBADF;
+        ep->connect_id = connect_id;
+        ep->dial_id = p->dial_req.random;
+        ep->start_usec = now_usec();
+        (void) snprintf(ep->address, sizeof(ep->address), "%.*s", (int) MIN(p->dial_req.address.len, (size_t) 270),
+                        p->dial_req.address.ptr);
+        (void) snprintf(proto, sizeof(proto), "%.*s", (int) MIN(p->dial_req.protocol.len, (size_t) 15),
+                        p->dial_req.protocol.ptr);
+        r = idmap_put(sc->endpoints, connect_id, ep);
+        if (r < 0) {
+                free(ep);
+                return r;
+        }
+        (void) idmap_put(sc->dials, ep->dial_id, ep); /* a duplicate dial ID only loses DIAL_CLS matching */
+
+        if (!streq(proto, "tcp") && !streq(proto, "tcp4") && !streq(proto, "tcp6")) {
+                (void) snprintf(err, sizeof(err), "dial %s: unknown network %s", proto, proto);
+                endpoint_fail(ep, err);
+                return 0;
+        }
+        r = sock_split_host_port(ep->address, ep->host, sizeof(ep->host), &ep->port, &reason);
+        if (r < 0) {
+                (void) sock_format_address_error(ep->address, reason ?: "invalid address", err, sizeof(err));
+                endpoint_fail(ep, err);
+                return 0;
+        }
+        r = sd_event_add_time_relative(m->event, &ep->timer, CLOCK_MONOTONIC, m->config->dial_timeout_usec, 0,
+                                       on_timeout, ep);
+        if (r < 0) {
+                endpoint_fail(ep, "dial tcp: cannot arm dial timer");
+                return 0;
+        }
+        r = sock_parse_numeric(ep->host, ep->port, &ep->addrs[0], &ep->addr_lens[0]);
+        if (r >= 0) {
+                ep->n_addrs = 1;
+                ep->state = ENDPOINT_CONNECTING;
+                endpoint_try_next(ep);
+                return 0;
+        }
+        if (r != -EADDRNOTAVAIL) {
+                (void) sock_format_address_error(ep->address, "invalid address", err, sizeof(err));
+                endpoint_fail(ep, err);
+                return 0;
+        }
+        ep->state = ENDPOINT_RESOLVING;
+        r = resolver_resolve(m->resolver, ep->host, ep->port, on_resolved, ep, &ep->query);
+        if (r < 0) {
+                (void) sock_format_lookup_error(ep->host, resolve_error_to_string(r), err, sizeof(err));
+                endpoint_fail(ep, err);
+        }
+        return 0;
+}
+
+int endpoint_deliver(Endpoint *ep, const uint8_t *data, size_t len) {
+        ServerConn *sc = ep->sc;
+        int r;
+
+        if (ep->state != ENDPOINT_ESTABLISHED)
+                return 0;
+        r = relay_deliver(&ep->relay, data, len);
+        if (r < 0) {
+                Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
+                log_debug_errno(r, "Writing to '%s' failed: %m", ep->address);
+                endpoint_free(ep);
+                (void) server_conn_send(sc, &p);
+                return 0;
+        }
+        return r;
+}
+
+void endpoint_close_request(Endpoint *ep) {
+        ServerConn *sc = ep->sc;
+        Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
+
+        if (ep->state != ENDPOINT_ESTABLISHED) {
+                /* Still dialling: abandon the dial, confirm the close. */
+                endpoint_free(ep);
+                (void) server_conn_send(sc, &p);
+                return;
+        }
+        /* Stays indexed (the ServerConn owns it) but takes no more DATA. */
+        ep->state = ENDPOINT_CLOSING;
+        /* Queued DATA from the endpoint goes out first (FIFO), then CLOSE_RSP; what the server sent before its
+         * CLOSE_REQ is written to the endpoint before we close it. */
+        relay_detach_call(&ep->relay);
+        relay_close(&ep->relay);
+        (void) server_conn_send(sc, &p);
+}
+
+void endpoint_cancel_dial(Endpoint *ep) {
+        if (ep->state == ENDPOINT_RESOLVING || ep->state == ENDPOINT_CONNECTING) {
+                log_debug("Dial %" PRIi64 " to '%s' cancelled by the server.", ep->dial_id, ep->address);
+                endpoint_free(ep);
+        }
+}

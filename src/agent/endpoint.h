@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * endpoint — one destination connection the agent dials for a server: name resolution off the loop, non-blocking
+ * connect with the dial timeout, DIAL_RSP, then the relay between the socket and the server stream; CLOSE_REQ /
+ * CLOSE_RSP handling. Owned by its ServerConn (indexed by connectID, and by dial ID while dialling).
+ * Loop thread only.
+ */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "agent-forward.h"
+#include "relay.h"
+#include "resolver.h"
+#include "sock.h"
+
+#define ENDPOINT_MAX_ADDRS 8
+
+typedef enum EndpointState {
+        ENDPOINT_RESOLVING,
+        ENDPOINT_CONNECTING,
+        ENDPOINT_ESTABLISHED,
+        ENDPOINT_CLOSING,
+} EndpointState;
+
+struct Endpoint {
+        ServerConn *sc;
+        EndpointState state;
+        int64_t connect_id, dial_id;
+        char address[272];      /* as requested, "host:port" */
+        char host[256];
+        uint16_t port;
+        ResolveQuery *query;
+        SockAddr addrs[ENDPOINT_MAX_ADDRS];
+        socklen_t addr_lens[ENDPOINT_MAX_ADDRS];
+        unsigned n_addrs, next_addr;
+        int last_error;
+        int fd;
+        sd_event_source *io, *timer;
+        Relay relay;
+        bool relay_live;
+        uint64_t start_usec;
+};
+
+/* Handle a DIAL_REQ: allocates the next connectID and starts dialling; answers DIAL_RSP itself (also on failure). */
+int endpoint_dial(ServerConn *sc, const Packet *p);
+Endpoint *endpoint_free(Endpoint *ep);
+/* DATA from the server: returns the number of payload bytes retained. */
+int endpoint_deliver(Endpoint *ep, const uint8_t *data, size_t len);
+void endpoint_close_request(Endpoint *ep);   /* CLOSE_REQ */
+void endpoint_cancel_dial(Endpoint *ep);     /* DIAL_CLS while dialling */

@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include "conf.h"
+#include "log.h"
+#include "manager.h"
+#include "serverconn.h"
+#include "tls.h"
+
+#define RESOLVER_MAX_INFLIGHT 64
+
+static uint64_t jitter(Manager *m, uint64_t usec) {
+        /* d × (1 + U[0, 0.1)), as upstream's wait.Jitter(d, 0.1). */
+        m->rng = m->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        return usec + (usec / 10) * ((m->rng >> 33) % 1000) / 1000;
+}
+
+static void manager_schedule_sync(Manager *m, uint64_t usec) {
+        (void) sd_event_source_set_time_relative(m->sync_timer, usec);
+        (void) sd_event_source_set_enabled(m->sync_timer, SD_EVENT_ONESHOT);
+}
+
+static void manager_reap(Manager *m) {
+        ServerConn *sc, *n;
+
+        LIST_FOREACH_SAFE(conns, sc, n, m->conns)
+                if (sc->dead) {
+                        LIST_REMOVE(conns, m->conns, sc);
+                        m->n_conns--;
+                        server_conn_free(sc);
+                }
+}
+
+static int on_sync(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        const AgentConfig *c = m->config;
+        ServerConn *sc;
+        int r;
+
+        manager_reap(m);
+        if (m->attempting || m->draining)
+                return 0;
+        if (!c->sync_forever && m->server_count > 0 && m->n_ready >= (unsigned) m->server_count) {
+                manager_schedule_sync(m, jitter(m, c->sync_interval_usec));
+                return 0;
+        }
+        m->attempting = true;
+        r = server_conn_new(m, c->proxy_server_host, (uint16_t) c->proxy_server_port, &sc);
+        if (r < 0) {
+                m->attempting = false;
+                log_warning_errno(r, "Failed to start a server connection: %m");
+                manager_schedule_sync(m, jitter(m, m->backoff_usec));
+        }
+        return 0;
+}
+
+bool manager_has_server_id(Manager *m, ServerConn *except, const char *id) {
+        ServerConn *sc;
+
+        for (sc = m->conns; sc; sc = sc->conns_next)
+                if (sc != except && !sc->dead && sc->state == SERVER_CONN_READY && streq_ptr(sc->server_id, id))
+                        return true;
+        return false;
+}
+
+void manager_conn_ready(Manager *m, ServerConn *sc) {
+        const AgentConfig *c = m->config;
+
+        m->n_ready++;
+        m->attempting = false;
+        m->server_count = sc->server_count > 0 ? sc->server_count : 1;
+        m->backoff_usec = c->sync_interval_usec;
+        log_struct(LOG_INFO,
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_SERVER_CONNECTED }, { "KONN_SERVER_ID", sc->server_id },
+                              { "KONN_AGENT_ID", c->agent_id }),
+                   "Connected to server '%s' at %s:%u (%u of %" PRIi64 " servers).", sc->server_id, sc->host,
+                   sc->port, m->n_ready, m->server_count);
+        if (m->n_ready == 1)
+                (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+        manager_schedule_sync(m, jitter(m, c->sync_interval_usec));
+}
+
+void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready) {
+        const AgentConfig *c = m->config;
+        bool duplicate = !was_ready && sc->server_id;
+
+        if (was_ready) {
+                m->n_ready--;
+                log_struct(LOG_INFO, LOG_FIELDS({ "KONN_SERVER_ID", sc->server_id }),
+                           "Disconnected from server '%s'.", sc->server_id);
+        }
+        if (!was_ready && m->attempting) {
+                m->attempting = false;
+                if (duplicate)
+                        /* Reached a replica we already have: not a failure, no backoff (§3.4). */
+                        manager_schedule_sync(m, jitter(m, c->sync_interval_usec));
+                else {
+                        manager_schedule_sync(m, jitter(m, m->backoff_usec));
+                        m->backoff_usec = MIN(m->backoff_usec * 3 / 2, c->sync_interval_cap_usec);
+                }
+        } else if (was_ready)
+                manager_schedule_sync(m, 0);
+        manager_update_status(m);
+}
+
+size_t manager_n_endpoints(Manager *m) {
+        size_t n = 0;
+
+        for (ServerConn *sc = m->conns; sc; sc = sc->conns_next)
+                if (!sc->dead)
+                        n += idmap_size(sc->endpoints);
+        return n;
+}
+
+void manager_update_status(Manager *m) {
+        size_t tunnels = manager_n_endpoints(m);
+
+        if (m->draining)
+                (void) sd_notifyf(false, "STATUS=Draining, %zu tunnels open", tunnels);
+        else if (m->n_ready == 0)
+                (void) sd_notifyf(false, "STATUS=Connecting to %s:%" PRIi64 "...", m->config->proxy_server_host,
+                                  m->config->proxy_server_port);
+        else
+                (void) sd_notifyf(false, "STATUS=%u/%" PRIi64 " servers, %zu tunnels", m->n_ready, m->server_count,
+                                  tunnels);
+}
+
+int manager_start(Manager *m) {
+        const AgentConfig *c = m->config;
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        r = tls_ctx_new_client(c->ca_cert, c->agent_cert, c->agent_key, c->alpn_proto, &m->ctx, &error);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up TLS: %s", error ?: "unknown error");
+        r = resolver_new(m->event, RESOLVER_MAX_INFLIGHT, &m->resolver);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the resolver: %m");
+        m->backoff_usec = c->sync_interval_usec;
+        r = sd_event_add_time_relative(m->event, &m->sync_timer, CLOCK_MONOTONIC, 0, 0, on_sync, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to arm the sync timer: %m");
+        log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_STARTED }, { "KONN_AGENT_ID", c->agent_id }),
+                   "konn-agent %s (id '%s') connecting to %s:%" PRIi64 ".", PACKAGE_VERSION, c->agent_id,
+                   c->proxy_server_host, c->proxy_server_port);
+        manager_update_status(m);
+        return 0;
+}
+
+static int on_stop_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        size_t n = manager_n_endpoints(m);
+
+        if (n == 0 || usec >= m->stop_deadline) {
+                if (n > 0)
+                        log_notice("Drain timeout reached with %zu connection%s still open, closing them.", n,
+                                   n == 1 ? "" : "s");
+                return sd_event_exit(m->event, 0);
+        }
+        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+void manager_stop(Manager *m) {
+        Packet drain = { .type = PACKET_DRAIN };
+        uint64_t now;
+        size_t n;
+        int r;
+
+        if (m->draining)
+                return;
+        m->draining = true;
+        (void) sd_notify(false, "STOPPING=1");
+        (void) sd_event_source_set_enabled(m->sync_timer, SD_EVENT_OFF);
+        for (ServerConn *sc = m->conns; sc; sc = sc->conns_next)
+                if (!sc->dead && sc->state == SERVER_CONN_READY)
+                        (void) server_conn_send(sc, &drain);
+        n = manager_n_endpoints(m);
+        manager_update_status(m);
+        if (n == 0 || m->config->drain_timeout_usec == 0) {
+                (void) sd_event_exit(m->event, 0);
+                return;
+        }
+        log_info("Draining: waiting up to %" PRIu64 " s for %zu connection%s to finish.",
+                 m->config->drain_timeout_usec / USEC_PER_SEC, n, n == 1 ? "" : "s");
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        m->stop_deadline = now + m->config->drain_timeout_usec;
+        r = sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC, 0,
+                                       on_stop_tick, m);
+        if (r < 0)
+                (void) sd_event_exit(m->event, 0);
+}
+
+void manager_reload(Manager *m) {
+        _cleanup_free_ char *error = NULL;
+        AgentConfig *n, *old = m->config;
+        SSL_CTX *ctx = NULL;
+        ConfArgs args = {};
+        int r;
+
+        (void) sd_notify(false, "RELOADING=1");
+        n = calloc(1, sizeof(AgentConfig));
+        if (!n) {
+                log_oom();
+                goto done;
+        }
+        r = agent_config_load(n, m->argc, m->argv, &args, &error);
+        conf_args_done(&args);
+        if (r != 0) {
+                log_error("Reloading the configuration failed, keeping the running one: %s", error ?: "out of memory");
+                free(n);
+                goto done;
+        }
+        r = tls_ctx_new_client(n->ca_cert, n->agent_cert, n->agent_key, n->alpn_proto, &ctx, &error);
+        if (r < 0) {
+                log_error("Reloading the configuration failed, keeping the running one: %s", error ?: "TLS setup failed");
+                agent_config_done(n);
+                free(n);
+                goto done;
+        }
+        if (!streq_ptr(n->agent_id, old->agent_id)) {
+                log_warning("The agent ID cannot change on reload; keeping '%s'.", old->agent_id);
+                free(n->agent_id);
+                n->agent_id = strdup(old->agent_id);
+        }
+        SSL_CTX_free(m->ctx);
+        m->ctx = ctx;
+        m->config = n;
+        agent_config_done(old);
+        free(old);
+        log_set_max_level(n->log_level);
+        log_set_target(n->log_target);
+        log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_RELOAD }),
+                   "Configuration reloaded; new server connections use the new certificates.");
+done:
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+}
+
+int manager_new(sd_event *e, AgentConfig *config, int argc, char *argv[], Manager **ret) {
+        Manager *m = calloc(1, sizeof(Manager));
+
+        if (!m) {
+                agent_config_done(config);
+                free(config);
+                return -ENOMEM;
+        }
+        m->event = sd_event_ref(e);
+        m->config = config;
+        m->argc = argc;
+        m->argv = argv;
+        m->server_count = 1;
+        if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
+                m->rng = (uint64_t) time(NULL) ^ (uint64_t) getpid();
+        *ret = m;
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        while (m->conns) {
+                ServerConn *sc = m->conns;
+                LIST_REMOVE(conns, m->conns, sc);
+                server_conn_free(sc);
+        }
+        m->sync_timer = sd_event_source_disable_unref(m->sync_timer);
+        m->resolver = resolver_free(m->resolver);
+        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
+        SSL_CTX_free(m->ctx);
+        if (m->config) {
+                agent_config_done(m->config);
+                free(m->config);
+        }
+        sd_event_unref(m->event);
+        free(m);
+        return NULL;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * manager — konn-agent's top-level object: the TLS client context, the resolver, and the set of connections to
+ * konn-server replicas with the loop that keeps them (one new connection per attempt, backoff on failure, duplicate
+ * server IDs closed). Owns every ServerConn. Created and run by main.c. Loop thread only.
+ */
+#pragma once
+
+#include <openssl/ssl.h>
+#include <systemd/sd-event.h>
+
+#include "agent-config.h"
+#include "agent-forward.h"
+#include "macro.h"
+#include "resolver.h"
+
+struct Manager {
+        sd_event *event;
+        AgentConfig *config;      /* owned; replaced as a whole on reload */
+        int argc;                 /* the command line, to load the configuration again on reload */
+        char **argv;
+        SSL_CTX *ctx;
+        Resolver *resolver;
+        ServerConn *conns;
+        unsigned n_conns;         /* all, including the one being set up */
+        unsigned n_ready;
+        int64_t server_count;     /* from the newest successful connection; 1 until known */
+        bool attempting;
+        uint64_t backoff_usec;
+        sd_event_source *sync_timer;
+        uint64_t rng;
+        bool draining;            /* stopping: DRAIN sent, no new connections or dials */
+        sd_event_source *stop_timer;
+        uint64_t stop_deadline;
+};
+
+/* Takes ownership of config (also on failure). */
+int manager_new(sd_event *e, AgentConfig *config, int argc, char *argv[], Manager **ret);
+Manager *manager_free(Manager *m);
+int manager_start(Manager *m);
+/* SIGTERM: send DRAIN to every server, take no new dials, let open connections finish for up to --drain-timeout,
+ * then exit the loop. */
+void manager_stop(Manager *m);
+/* SIGHUP: load the configuration again, rebuild the TLS context (certificate rotation), swap; on failure keep the
+ * running one. Existing server connections and tunnels are untouched; new connections use the new material. */
+void manager_reload(Manager *m);
+size_t manager_n_endpoints(Manager *m);
+/* Called by a ServerConn when it became ready (true) or failed/closed (false, before it is freed). */
+void manager_conn_ready(Manager *m, ServerConn *sc);
+void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready);
+bool manager_has_server_id(Manager *m, ServerConn *except, const char *id);
+void manager_update_status(Manager *m);
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
