@@ -16,8 +16,8 @@ fi
 if [ "$status" -ne 0 ]; then
         cat test-suite.log 2>/dev/null | tail -200
 fi
-if [ "$status" -eq 0 ] && [ -x bench/run-bench.sh ]; then
-        sh bench/run-bench.sh --smoke || status=$?
+if [ "$status" -eq 0 ]; then
+        make bench-smoke || status=$?
 fi
 echo "${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
 exit "$status"
