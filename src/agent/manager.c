@@ -37,26 +37,166 @@ static void manager_reap(Manager *m) {
                 }
 }
 
-static int on_sync(sd_event_source *s, uint64_t usec, void *userdata) {
-        Manager *m = userdata;
+static bool addr_in_use(Manager *m, const ServerAddr *a) {
+        for (ServerConn *sc = m->conns; sc; sc = sc->conns_next)
+                if (!sc->dead && sc->state != SERVER_CONN_RESOLVING && sc->addr_len == a->len &&
+                    memcmp(&sc->addr, &a->addr, a->len) == 0)
+                        return true;
+        return false;
+}
+
+/* One attempt per iteration (§3.4): an address without a connection first — with several addresses the agent
+ * reaches every replica directly — else the next one in turn (one address behind a load balancer: duplicates
+ * are the normal outcome). */
+static void sync_attempt(Manager *m) {
         const AgentConfig *c = m->config;
+        const ServerAddr *a = NULL;
         ServerConn *sc;
         int r;
 
-        manager_reap(m);
-        if (m->attempting || m->draining)
-                return 0;
-        if (!c->sync_forever && m->server_count > 0 && m->n_ready >= (unsigned) m->server_count) {
+        if (!c->sync_forever && m->server_count > 0 && m->n_ready >= (unsigned) m->server_count &&
+            m->n_ready >= m->n_addrs) {
                 manager_schedule_sync(m, jitter(m, c->sync_interval_usec));
-                return 0;
+                return;
+        }
+        if (m->n_addrs == 0) {
+                manager_schedule_sync(m, jitter(m, m->backoff_usec));
+                m->backoff_usec = MIN(m->backoff_usec * 3 / 2, c->sync_interval_cap_usec);
+                return;
+        }
+        for (unsigned i = 0; i < m->n_addrs && !a; i++)
+                if (!addr_in_use(m, &m->addrs[i]))
+                        a = &m->addrs[i];
+        if (!a) {
+                if (!c->sync_forever && m->server_count > 0 && m->n_ready >= (unsigned) m->server_count) {
+                        manager_schedule_sync(m, jitter(m, c->sync_interval_usec));
+                        return;
+                }
+                a = &m->addrs[m->next_addr++ % m->n_addrs];
         }
         m->attempting = true;
-        r = server_conn_new(m, c->proxy_server_host, (uint16_t) c->proxy_server_port, &sc);
+        r = server_conn_new(m, a->host, (uint16_t) c->proxy_server_port, &a->addr, a->len, &sc);
         if (r < 0) {
                 m->attempting = false;
                 log_warning_errno(r, "Failed to start a server connection: %m");
                 manager_schedule_sync(m, jitter(m, m->backoff_usec));
         }
+}
+
+static void book_add(Manager *m, const char *host, const SockAddr *addr, socklen_t len) {
+        for (unsigned i = 0; i < m->n_fresh; i++)
+                if (m->fresh[i].len == len && memcmp(&m->fresh[i].addr, addr, len) == 0)
+                        return;
+        if (m->n_fresh >= MANAGER_ADDRS_MAX)
+                return;
+        m->fresh[m->n_fresh++] = (ServerAddr){ .addr = *addr, .len = len, .host = host };
+}
+
+static void book_done(Manager *m) {
+        uint64_t now;
+
+        if (m->n_fresh > 0 || m->n_addrs == 0) {
+                memcpy(m->addrs, m->fresh, sizeof(ServerAddr) * m->n_fresh);
+                m->n_addrs = m->n_fresh;
+        } else
+                log_warning("No address found for any server host; keeping the previous addresses.");
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        m->book_usec = now;
+        if (!m->draining && !m->attempting)
+                sync_attempt(m);
+}
+
+static void on_target_resolved(ResolveQuery *q, int error, const char *reason, const struct addrinfo *ai,
+                               void *userdata) {
+        ServerTarget *t = userdata;
+        Manager *m = t->manager;
+
+        t->query = NULL;
+        if (error < 0)
+                log_warning("Failed to resolve server host '%s': %s", t->host, reason ?: "unknown error");
+        for (; ai; ai = ai->ai_next)
+                if (ai->ai_addrlen <= sizeof(SockAddr)) {
+                        SockAddr a;
+                        memcpy(&a, ai->ai_addr, ai->ai_addrlen);
+                        book_add(m, t->host, &a, ai->ai_addrlen);
+                }
+        if (--m->n_resolving == 0)
+                book_done(m);
+}
+
+/* Resolve every configured host again (numeric ones at once, names off the loop). */
+static void book_refresh(Manager *m) {
+        const AgentConfig *c = m->config;
+
+        m->n_fresh = 0;
+        m->n_resolving = 1; /* held until every query is started */
+        for (unsigned i = 0; i < m->n_targets; i++) {
+                ServerTarget *t = &m->targets[i];
+                SockAddr a;
+                socklen_t len;
+                int r;
+
+                if (sock_parse_numeric(t->host, (uint16_t) c->proxy_server_port, &a, &len) >= 0) {
+                        book_add(m, t->host, &a, len);
+                        continue;
+                }
+                r = resolver_resolve(m->resolver, t->host, (uint16_t) c->proxy_server_port, on_target_resolved, t,
+                                     &t->query);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to resolve server host '%s': %m", t->host);
+                else
+                        m->n_resolving++;
+        }
+        if (--m->n_resolving == 0)
+                book_done(m);
+}
+
+static int on_sync(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        manager_reap(m);
+        if (m->attempting || m->draining || m->n_resolving > 0)
+                return 0;
+        if (m->n_addrs == 0 || usec >= m->book_usec + m->config->sync_interval_usec)
+                book_refresh(m);
+        else
+                sync_attempt(m);
+        return 0;
+}
+
+/* Split --proxy-server-host at commas into targets. */
+static int manager_parse_targets(Manager *m) {
+        const char *p = m->config->proxy_server_host;
+
+        while (p && *p) {
+                const char *comma = strchr(p, ',');
+                size_t len = comma ? (size_t) (comma - p) : strlen(p);
+
+                while (len > 0 && (*p == ' '))
+                        p++, len--;
+                while (len > 0 && p[len - 1] == ' ')
+                        len--;
+                if (len > 0) {
+                        if (m->n_targets >= MANAGER_TARGETS_MAX)
+                                return log_error_errno(SYNTHETIC_ERRNO(E2BIG),
+                                                       "--proxy-server-host names more than %d hosts.",
+                                                       MANAGER_TARGETS_MAX);
+                        m->targets[m->n_targets].manager = m;
+                        m->targets[m->n_targets].host = strndup(p, len);
+                        if (!m->targets[m->n_targets].host)
+                                return log_oom();
+                        /* "[::1]" → "::1" */
+                        if (m->targets[m->n_targets].host[0] == '[' && len > 2 &&
+                            m->targets[m->n_targets].host[len - 1] == ']') {
+                                memmove(m->targets[m->n_targets].host, m->targets[m->n_targets].host + 1, len - 2);
+                                m->targets[m->n_targets].host[len - 2] = '\0';
+                        }
+                        m->n_targets++;
+                }
+                p = comma ? comma + 1 : NULL;
+        }
+        if (m->n_targets == 0)
+                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "--proxy-server-host is empty.");
         return 0;
 }
 
@@ -143,6 +283,9 @@ int manager_start(Manager *m) {
         r = resolver_new(m->event, RESOLVER_MAX_INFLIGHT, &m->resolver);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the resolver: %m");
+        r = manager_parse_targets(m);
+        if (r < 0)
+                return r;
         m->backoff_usec = c->sync_interval_usec;
         r = sd_event_add_time_relative(m->event, &m->sync_timer, CLOCK_MONOTONIC, 0, 0, on_sync, m);
         if (r < 0)
@@ -272,6 +415,10 @@ Manager *manager_free(Manager *m) {
                 server_conn_free(sc);
         }
         m->sync_timer = sd_event_source_disable_unref(m->sync_timer);
+        for (unsigned i = 0; i < m->n_targets; i++) {
+                m->targets[i].query = resolve_query_cancel(m->targets[i].query);
+                free(m->targets[i].host);
+        }
         m->resolver = resolver_free(m->resolver);
         m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
         SSL_CTX_free(m->ctx);

@@ -13,6 +13,24 @@
 #include "agent-forward.h"
 #include "macro.h"
 #include "resolver.h"
+#include "sock.h"
+
+#define MANAGER_TARGETS_MAX 16
+#define MANAGER_ADDRS_MAX 32
+
+/* One entry of --proxy-server-host (a comma-separated list of names or addresses). */
+typedef struct ServerTarget {
+        Manager *manager;
+        char *host;
+        ResolveQuery *query;
+} ServerTarget;
+
+/* One address to connect to directly, and the configured name it came from (checked in the certificate). */
+typedef struct ServerAddr {
+        SockAddr addr;
+        socklen_t len;
+        const char *host;   /* points into targets[] */
+} ServerAddr;
 
 struct Manager {
         sd_event *event;
@@ -29,6 +47,13 @@ struct Manager {
         uint64_t backoff_usec;
         sd_event_source *sync_timer;
         uint64_t rng;
+        ServerTarget targets[MANAGER_TARGETS_MAX];
+        unsigned n_targets;
+        ServerAddr addrs[MANAGER_ADDRS_MAX];    /* the address book, refreshed every sync interval */
+        unsigned n_addrs, next_addr, n_resolving;
+        ServerAddr fresh[MANAGER_ADDRS_MAX];    /* being collected by a refresh */
+        unsigned n_fresh;
+        uint64_t book_usec;                     /* when the address book was last refreshed */
         bool draining;            /* stopping: DRAIN sent, no new connections or dials */
         sd_event_source *stop_timer;
         uint64_t stop_deadline;

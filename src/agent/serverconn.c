@@ -281,6 +281,8 @@ static void connect_to(ServerConn *sc, const SockAddr *a, socklen_t len) {
         int r;
 
         sc->state = SERVER_CONN_CONNECTING;
+        sc->addr = *a;
+        sc->addr_len = len;
         sc->fd = sock_connect_start(a, len, &in_progress);
         if (sc->fd < 0) {
                 fail_early(sc, "connect", sc->fd);
@@ -329,7 +331,8 @@ int server_conn_send(ServerConn *sc, const Packet *p) {
         return r;
 }
 
-int server_conn_new(Manager *m, const char *host, uint16_t port, ServerConn **ret) {
+int server_conn_new(Manager *m, const char *host, uint16_t port, const SockAddr *addr, socklen_t addr_len,
+                    ServerConn **ret) {
         ServerConn *sc;
         SockAddr a;
         socklen_t len;
@@ -352,6 +355,10 @@ int server_conn_new(Manager *m, const char *host, uint16_t port, ServerConn **re
         m->n_conns++;
         *ret = sc;
 
+        if (addr) {
+                connect_to(sc, addr, addr_len);
+                return 0;
+        }
         r = sock_parse_numeric(host, port, &a, &len);
         if (r >= 0) {
                 connect_to(sc, &a, len);

@@ -15,6 +15,7 @@
 #include "idmap.h"
 #include "macro.h"
 #include "resolver.h"
+#include "sock.h"
 
 typedef enum ServerConnState {
         SERVER_CONN_RESOLVING,
@@ -27,8 +28,10 @@ struct ServerConn {
         Manager *manager;
         LIST_FIELDS(ServerConn, conns);
         ServerConnState state;
-        char *host;
+        char *host;             /* as configured: the TLS name checked and the :authority */
         uint16_t port;
+        SockAddr addr;          /* the address connected to (valid once connecting) */
+        socklen_t addr_len;
         ResolveQuery *query;
         int fd;
         sd_event_source *io, *timer;
@@ -43,7 +46,9 @@ struct ServerConn {
         bool dead;          /* torn down, waiting for the Manager to free it */
 };
 
-int server_conn_new(Manager *m, const char *host, uint16_t port, ServerConn **ret);
+/* Connect to host:port, at addr if given (multi-address discovery), else at what host resolves to. */
+int server_conn_new(Manager *m, const char *host, uint16_t port, const SockAddr *addr, socklen_t addr_len,
+                    ServerConn **ret);
 ServerConn *server_conn_free(ServerConn *sc);
 /* Send a packet to the server; on failure the connection is torn down (asynchronously) and -errno returned. */
 int server_conn_send(ServerConn *sc, const Packet *p);

@@ -109,9 +109,94 @@ int backend_send(Backend *b, const Packet *p) {
         return r;
 }
 
-static bool identifiers_ok(const char *s) {
-        /* URL query form; the server ignores unknown keys (protocol.md §3.1), so only bound the size. */
-        return strlen(s) <= 4096;
+static int unhex(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Percent-decode s[0..len) ('+' is a space, as in Go's url.ParseQuery) into a new string. */
+static char *query_unescape(const char *s, size_t len) {
+        char *out = malloc(len + 1), *o = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < len; i++) {
+                if (s[i] == '%') {
+                        int hi, lo;
+
+                        if (i + 2 >= len)
+                                return mfree(out);
+                        hi = unhex(s[i + 1]);
+                        lo = unhex(s[i + 2]);
+                        if (hi < 0 || lo < 0)
+                                return mfree(out);
+                        *o++ = (char) (hi * 16 + lo);
+                        i += 2;
+                } else
+                        *o++ = s[i] == '+' ? ' ' : s[i];
+        }
+        *o = '\0';
+        return out;
+}
+
+static bool parse_go_bool(const char *v) {
+        static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True" };
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                if (streq(v, yes[i]))
+                        return true;
+        return false;
+}
+
+#define IDENTIFIER_HOSTS_MAX 64
+
+int backend_parse_identifiers(const char *s, char ***ret_hosts, bool *ret_default_route) {
+        char **hosts = NULL;
+        size_t n = 0;
+        bool dr = false, dr_seen = false;
+
+        if (strlen(s) > 4096)
+                return -E2BIG;
+        for (const char *p = s; *p;) {
+                const char *amp = strchr(p, '&'), *end = amp ?: p + strlen(p), *eq;
+                _cleanup_free_ char *key = NULL, *value = NULL;
+
+                eq = memchr(p, '=', (size_t) (end - p));
+                if (end > p) {
+                        key = query_unescape(p, (size_t) ((eq ?: end) - p));
+                        value = eq ? query_unescape(eq + 1, (size_t) (end - eq - 1)) : strdup("");
+                        if (!key || !value)
+                                goto fail;
+                        if (streq(key, "host") || streq(key, "ipv4") || streq(key, "ipv6")) {
+                                char **nh;
+                                if (n >= IDENTIFIER_HOSTS_MAX)
+                                        goto fail;
+                                nh = realloc(hosts, sizeof(char *) * (n + 2));
+                                if (!nh)
+                                        goto fail;
+                                hosts = nh;
+                                hosts[n++] = TAKE_PTR(value);
+                                hosts[n] = NULL;
+                        } else if (streq(key, "default-route") && !dr_seen) {
+                                dr_seen = true;
+                                dr = parse_go_bool(value);
+                        }
+                        /* cidr is parsed upstream but used by no strategy; unknown keys are ignored (§3.1). */
+                }
+                p = amp ? amp + 1 : end;
+        }
+        *ret_hosts = hosts;
+        *ret_default_route = dr;
+        return 0;
+fail:
+        for (size_t i = 0; i < n; i++)
+                free(hosts[i]);
+        free(hosts);
+        return -EINVAL;
 }
 
 int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message) {
@@ -136,11 +221,6 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
                 *ret_message = "expected at most one set of agent identifiers";
                 return GRPC_STATUS_UNKNOWN;
         }
-        if (grpc_call_header(call, "agentidentifiers", 0) &&
-            !identifiers_ok(grpc_call_header(call, "agentidentifiers", 0))) {
-                *ret_message = "agent identifiers too long";
-                return GRPC_STATUS_UNKNOWN;
-        }
 
         b = calloc(1, sizeof(Backend));
         if (!b)
@@ -154,6 +234,13 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
                 b->call = NULL;
                 backend_free(b, NULL);
                 return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        }
+        r = backend_parse_identifiers(b->identifiers, &b->hosts, &b->default_route);
+        if (r < 0) {
+                log_warning("Refusing agent '%s': malformed agent identifiers '%s'.", b->agent_id, b->identifiers);
+                *ret_message = "malformed agent identifiers";
+                backend_free(b, NULL);
+                return GRPC_STATUS_UNKNOWN;
         }
         {
                 Transport *tr = h2conn_transport(grpc_call_conn(call));
@@ -180,6 +267,12 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
                 (void) clock_gettime(CLOCK_REALTIME, &ts);
                 b->since_usec = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
         }
+        /* Several streams of one agent: the oldest is used (§3.3); a newcomer waits behind it. */
+        for (Backend *o = m->backends; o; o = o->backends_next)
+                if (streq(o->agent_id, b->agent_id)) {
+                        b->superseded = true;
+                        break;
+                }
         LIST_PREPEND(backends, m->backends, b);
         m->n_backends++;
         log_struct(LOG_INFO,
@@ -201,6 +294,15 @@ Backend *backend_free(Backend *b, const char *reason) {
         if (registered) {
                 LIST_REMOVE(backends, m->backends, b);
                 m->n_backends--;
+                if (!b->superseded) {
+                        /* The next-oldest stream of the same agent takes over. */
+                        Backend *next = NULL;
+                        for (Backend *o = m->backends; o; o = o->backends_next)
+                                if (streq(o->agent_id, b->agent_id))
+                                        next = o;
+                        if (next)
+                                next->superseded = false;
+                }
         }
         /* Pending dials fail at once (§15), established tunnels are closed. */
         while (b->pending)
@@ -223,6 +325,9 @@ Backend *backend_free(Backend *b, const char *reason) {
                 manager_update_status(m);
         }
         idmap_free(b->tunnels);
+        for (char **h = b->hosts; h && *h; h++)
+                free(*h);
+        free(b->hosts);
         free(b->agent_id);
         free(b->identifiers);
         free(b);

@@ -21,6 +21,9 @@ struct Backend {
         char *agent_id;
         char *identifiers;
         char peer[128];
+        char **hosts;          /* host/ipv4/ipv6 identifier values (destHost strategy) */
+        bool default_route;    /* identifier default-route=true (defaultRoute strategy) */
+        bool superseded;       /* an older stream of the same agent exists: that one is used (§3.3) */
         bool draining;
         uint64_t since_usec;
         IdMap *tunnels;        /* connectID → Tunnel (established) */
@@ -31,5 +34,7 @@ struct Backend {
 /* Server handler for a new call on an agent connection (the H2ConnHandler.on_call of the agent listener). */
 int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message);
 Backend *backend_free(Backend *b, const char *reason);
+/* Parse agentidentifiers (URL query form, §3.1) into hosts and default_route. */
+int backend_parse_identifiers(const char *s, char ***ret_hosts, bool *ret_default_route);
 /* Send a packet on the stream; on failure the stream is ended (the peer is stuck or gone) and -errno returned. */
 int backend_send(Backend *b, const Packet *p);

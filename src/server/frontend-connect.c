@@ -114,6 +114,10 @@ void connect_dial_failed(Tunnel *t, const char *error) {
         respond_and_close(t, buf, len);
 }
 
+void connect_dial_timed_out(Tunnel *t) {
+        respond_static(t, CONNECT_RESPONSE_DIAL_TIMEOUT);
+}
+
 void connect_dial_closed(Tunnel *t) {
         /* DIAL_CLS from the agent: close without any response (§7.1). */
         respond_and_close(t, "", 0);

@@ -155,26 +155,80 @@ static int on_frontend_accept(sd_event_source *s, int fd, uint32_t revents, void
         return 0;
 }
 
-Backend *manager_pick_backend(Manager *m, const char *address) {
-        Backend *b, *draining = NULL;
-        unsigned start;
-
-        if (m->n_backends == 0)
-                return NULL;
+static unsigned manager_random(Manager *m, unsigned n) {
         m->rng = m->rng * 6364136223846793005ULL + 1442695040888963407ULL;
-        start = (unsigned) (m->rng >> 33) % m->n_backends;
-        b = m->backends;
-        for (unsigned i = 0; i < start && b; i++)
-                b = b->backends_next;
-        /* From a random start, wrapping around: first non-draining, else the first draining one seen. */
-        for (unsigned k = 0; k < m->n_backends && b; k++) {
-                if (!b->draining)
-                        return b;
-                if (!draining)
-                        draining = b;
-                b = b->backends_next ?: m->backends;
+        return (unsigned) ((m->rng >> 33) % n);
+}
+
+static bool eligible(const Backend *b, bool need_default_route) {
+        return !b->superseded && (!need_default_route || b->default_route);
+}
+
+/* default / defaultRoute (§3.3): from a random start over the agents, the first that is not draining; if all are
+ * draining, the first draining one seen. */
+static Backend *pick_random(Manager *m, bool need_default_route) {
+        Backend *draining = NULL;
+        unsigned n = 0, start, i;
+
+        for (Backend *b = m->backends; b; b = b->backends_next)
+                if (eligible(b, need_default_route))
+                        n++;
+        if (n == 0)
+                return NULL;
+        start = manager_random(m, n);
+        for (unsigned pass = 0; pass < 2; pass++) {
+                i = 0;
+                for (Backend *b = m->backends; b; b = b->backends_next) {
+                        if (!eligible(b, need_default_route))
+                                continue;
+                        if ((pass == 0 && i++ < start) || (pass == 1 && i++ >= start))
+                                continue;
+                        if (!b->draining)
+                                return b;
+                        if (!draining)
+                                draining = b;
+                }
         }
         return draining;
+}
+
+/* destHost (§3.3): agents whose host/ipv4/ipv6 identifier equals the dial host exactly; the oldest that is not
+ * draining, else the oldest draining one. */
+static Backend *pick_dest_host(Manager *m, const char *address) {
+        Backend *best = NULL, *draining = NULL;
+        char host[256];
+        uint16_t port;
+        const char *reason;
+
+        if (sock_split_host_port(address, host, sizeof(host), &port, &reason) < 0)
+                return NULL;
+        /* The list is newest first: the last match is the oldest. */
+        for (Backend *b = m->backends; b; b = b->backends_next)
+                for (char **h = b->hosts; h && *h; h++)
+                        if (streq(*h, host)) {
+                                if (b->draining)
+                                        draining = b;
+                                else
+                                        best = b;
+                                break;
+                        }
+        return best ?: draining;
+}
+
+Backend *manager_pick_backend(Manager *m, const char *address) {
+        for (char **st = m->config->proxy_strategies; st && *st; st++) {
+                Backend *b = NULL;
+
+                if (streq(*st, "default"))
+                        b = pick_random(m, false);
+                else if (streq(*st, "defaultRoute"))
+                        b = pick_random(m, true);
+                else if (streq(*st, "destHost"))
+                        b = pick_dest_host(m, address);
+                if (b)
+                        return b;
+        }
+        return NULL;
 }
 
 int64_t manager_new_dial_id(Manager *m) {

@@ -64,6 +64,7 @@ void tunnel_log_closed(Tunnel *t, const char *why) {
 void tunnel_unpend(Tunnel *t) {
         if (t->state != TUNNEL_PENDING)
                 return;
+        t->timer = sd_event_source_disable_unref(t->timer);
         if (idmap_get(t->manager->pending, t->dial_id) == t)
                 (void) idmap_remove(t->manager->pending, t->dial_id);
         if (t->backend) {
@@ -99,12 +100,37 @@ Tunnel *tunnel_free(Tunnel *t) {
         tunnel_unestablish(t);
         LIST_REMOVE(tunnels, t->manager->tunnels, t);
         t->manager->n_tunnels--;
+        t->timer = sd_event_source_disable_unref(t->timer);
         if (t->kind == TUNNEL_CONNECT)
                 connect_tunnel_free(t);
         else
                 grpc_tunnel_free(t);
         free(t);
         return NULL;
+}
+
+static int on_dial_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Tunnel *t = userdata;
+        Packet c = { .type = PACKET_DIAL_CLS, .dial_cls.random = t->dial_id };
+        Backend *b = t->backend;
+        char did[32];
+
+        (void) snprintf(did, sizeof(did), "%" PRIi64, t->dial_id);
+        log_struct(LOG_WARNING,
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_DIAL_FAILED }, { "KONN_AGENT_ID", b ? b->agent_id : NULL },
+                              { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
+                   "Agent '%s' did not answer the dial to '%s' within %" PRIu64 " ms.", b ? b->agent_id : "?",
+                   t->dest, t->manager->config->backend_dial_timeout_usec / USEC_PER_MSEC);
+        tunnel_unpend(t);
+        t->state = TUNNEL_CLOSING;
+        if (t->kind == TUNNEL_CONNECT)
+                connect_dial_timed_out(t);
+        else
+                grpc_dial_failed(t, "timed out waiting for backend dial");
+        /* konn agents abandon the dial; upstream agents ignore this and a late DIAL_RSP is cleaned up. */
+        if (b)
+                (void) backend_send(b, &c);
+        return 0;
 }
 
 int tunnel_request_dial(Tunnel *t) {
@@ -134,6 +160,14 @@ int tunnel_request_dial(Tunnel *t) {
         t->state = TUNNEL_PENDING;
         LIST_PREPEND(pending, b->pending, t);
         b->n_pending++;
+        t->timer = sd_event_source_disable_unref(t->timer);
+        if (m->config->backend_dial_timeout_usec > 0) {
+                r = sd_event_add_time_relative(m->event, &t->timer, CLOCK_MONOTONIC,
+                                               m->config->backend_dial_timeout_usec, 0, on_dial_timeout, t);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to arm the dial timer, dial %" PRIi64 " waits without: %m",
+                                          t->dial_id);
+        }
         return 0;
 }
 

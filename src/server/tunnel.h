@@ -88,6 +88,7 @@ int connect_tunnel_new(Manager *m, int fd, bool tls, const char *peer);
 void connect_tunnel_free(Tunnel *t);
 void connect_dial_succeeded(Tunnel *t);
 void connect_dial_failed(Tunnel *t, const char *error);
+void connect_dial_timed_out(Tunnel *t);
 void connect_dial_closed(Tunnel *t);
 void connect_backend_gone(Tunnel *t, bool was_pending);
 int connect_deliver(Tunnel *t, const uint8_t *data, size_t len);
