@@ -74,6 +74,9 @@ const ConfKey agent_config_table[] = {
                  "Time limit for dialling a destination"),
         DURATION("handshake-timeout", handshake_timeout_usec, MSEC, HOUR, "10s",
                  "Time limit for the TLS handshake with a server"),
+        BOOL("tunnel-streams", tunnel_streams, "true",
+             "Ask konn servers for one HTTP/2 stream per tunnel (per-tunnel flow control); upstream servers "
+             "ignore the request"),
         DURATION("drain-timeout", drain_timeout_usec, 0, HOUR, "30s",
                  "On SIGTERM, how long open connections may take to finish after DRAIN "
                  "(0: exit at once)"),

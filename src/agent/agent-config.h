@@ -33,6 +33,7 @@ typedef struct AgentConfig {
         /* konn-only: */
         uint64_t dial_timeout_usec;
         uint64_t drain_timeout_usec;
+        bool tunnel_streams;
         uint64_t handshake_timeout_usec;
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by agent_config_load() */

@@ -51,6 +51,11 @@ Endpoint *endpoint_free(Endpoint *ep) {
         ep->query = resolve_query_cancel(ep->query);
         if (ep->relay_live)
                 relay_done(&ep->relay);
+        if (ep->call) {
+                /* Not closed in order: reset the tunnel's stream. */
+                grpc_call_abort(ep->call, GRPC_STATUS_CANCELLED, NULL);
+                ep->call = NULL;
+        }
         ep->io = sd_event_source_disable_unref(ep->io);
         ep->timer = sd_event_source_disable_unref(ep->timer);
         ep->fd = safe_close(ep->fd);
@@ -73,9 +78,21 @@ static void endpoint_fail(Endpoint *ep, const char *error) {
         (void) server_conn_send(sc, &p);
 }
 
+/* Report the end of this connection to the server (CLOSE_RSP) on the stream that carries it, after everything
+ * already queued there. In konn-to-konn mode that also ends our side of the tunnel's stream. */
+static void endpoint_send_close_rsp(Endpoint *ep) {
+        Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
+
+        if (ep->call) {
+                (void) grpc_call_send_packet(ep->call, &p);
+                grpc_call_finish(ep->call, GRPC_STATUS_OK, NULL);
+                ep->call = NULL;
+        } else
+                (void) server_conn_send(ep->sc, &p);
+}
+
 static void on_relay_event(Relay *r, RelayEvent ev, int error, void *userdata) {
         Endpoint *ep = userdata;
-        ServerConn *sc = ep->sc;
 
         if (ev == RELAY_DRAINED) {
                 endpoint_log_closed(ep, "closed by server");
@@ -83,13 +100,44 @@ static void on_relay_event(Relay *r, RelayEvent ev, int error, void *userdata) {
                 return;
         }
         /* Endpoint EOF or error: report CLOSE_RSP (there is no agent→server CLOSE_REQ, §5.1). */
-        {
-                Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
-                endpoint_log_closed(ep, error < 0 ? "connection failed" : "closed by destination");
-                endpoint_free(ep);
-                (void) server_conn_send(sc, &p);
+        endpoint_log_closed(ep, error < 0 ? "connection failed" : "closed by destination");
+        endpoint_send_close_rsp(ep);
+        endpoint_free(ep);
+}
+
+static int stream_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        Endpoint *ep = userdata;
+
+        switch (p->type) {
+        case PACKET_DATA:
+                return endpoint_deliver(ep, p->data.data, p->data.data_len);
+        case PACKET_CLOSE_REQ:
+                if (ep->state == ENDPOINT_ESTABLISHED)
+                        endpoint_close_request(ep);
+                return 0;
+        default:
+                return 0;
         }
 }
+
+static void stream_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
+        Endpoint *ep = userdata;
+
+        /* The server ended or refused the tunnel's stream: the connection is over. */
+        if (status != GRPC_STATUS_OK)
+                log_debug("Stream of connection %" PRIi64 " ended: %s (%s).", ep->connect_id, message ?: "no reason",
+                          grpc_status_to_string(status));
+        if (ep->relay_live)
+                relay_detach_call(&ep->relay);
+        ep->call = NULL;
+        endpoint_log_closed(ep, "stream ended by server");
+        endpoint_free(ep);
+}
+
+static const GrpcCallHandler stream_handler = {
+        .on_packet = stream_on_packet,
+        .on_end = stream_on_end,
+};
 
 static void endpoint_established(Endpoint *ep) {
         ServerConn *sc = ep->sc;
@@ -111,15 +159,32 @@ static void endpoint_established(Endpoint *ep) {
                 return;
         }
         ep->state = ENDPOINT_ESTABLISHED;
-        /* DIAL_RSP goes out before any DATA of this connection: it is queued first. */
-        r = server_conn_send(sc, &p);
-        if (r < 0)
-                return; /* the server connection is going down and takes us with it */
-        r = relay_start(&ep->relay, sc->call, ep->connect_id, NULL, 0);
+        if (sc->tunnel_streams) {
+                /* konn-to-konn mode: opening the tunnel's own stream is the successful DIAL_RSP. */
+                char did[24], cid[24];
+                const char *md[] = { "konn-dial-id", did, "konn-connect-id", cid, NULL };
+
+                (void) snprintf(did, sizeof(did), "%" PRIi64, ep->dial_id);
+                (void) snprintf(cid, sizeof(cid), "%" PRIi64, ep->connect_id);
+                r = grpc_call_start(sc->conn, KONN_TUNNEL_STREAM_PATH, sc->authority, (char *const *) md,
+                                    &stream_handler, ep, &ep->call);
+                if (r < 0) {
+                        char err[512];
+                        (void) snprintf(err, sizeof(err), "dial tcp %s: cannot open tunnel stream: %s", ep->address,
+                                        strerror(-r));
+                        endpoint_fail(ep, err);
+                        return;
+                }
+        } else {
+                /* DIAL_RSP goes out before any DATA of this connection: it is queued first. */
+                r = server_conn_send(sc, &p);
+                if (r < 0)
+                        return; /* the server connection is going down and takes us with it */
+        }
+        r = relay_start(&ep->relay, ep->call ?: sc->call, ep->connect_id, NULL, 0);
         if (r < 0) {
-                Packet c = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
+                endpoint_send_close_rsp(ep);
                 endpoint_free(ep);
-                (void) server_conn_send(sc, &c);
                 return;
         }
         if (LOG_DEBUG <= log_get_max_level()) {
@@ -300,30 +365,25 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
 }
 
 int endpoint_deliver(Endpoint *ep, const uint8_t *data, size_t len) {
-        ServerConn *sc = ep->sc;
         int r;
 
         if (ep->state != ENDPOINT_ESTABLISHED)
                 return 0;
         r = relay_deliver(&ep->relay, data, len);
         if (r < 0) {
-                Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
                 log_debug_errno(r, "Writing to '%s' failed: %m", ep->address);
+                endpoint_send_close_rsp(ep);
                 endpoint_free(ep);
-                (void) server_conn_send(sc, &p);
                 return 0;
         }
         return r;
 }
 
 void endpoint_close_request(Endpoint *ep) {
-        ServerConn *sc = ep->sc;
-        Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
-
         if (ep->state != ENDPOINT_ESTABLISHED) {
                 /* Still dialling: abandon the dial, confirm the close. */
+                endpoint_send_close_rsp(ep);
                 endpoint_free(ep);
-                (void) server_conn_send(sc, &p);
                 return;
         }
         /* Stays indexed (the ServerConn owns it) but takes no more DATA. */
@@ -331,8 +391,8 @@ void endpoint_close_request(Endpoint *ep) {
         /* Queued DATA from the endpoint goes out first (FIFO), then CLOSE_RSP; what the server sent before its
          * CLOSE_REQ is written to the endpoint before we close it. */
         relay_detach_call(&ep->relay);
+        endpoint_send_close_rsp(ep);
         relay_close(&ep->relay);
-        (void) server_conn_send(sc, &p);
 }
 
 void endpoint_cancel_dial(Endpoint *ep) {

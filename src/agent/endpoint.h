@@ -39,6 +39,7 @@ struct Endpoint {
         sd_event_source *io, *timer;
         Relay relay;
         bool relay_live;
+        GrpcCall *call;         /* konn-to-konn mode: this connection's own stream (else the Connect stream) */
         uint64_t start_usec;
 };
 

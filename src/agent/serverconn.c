@@ -124,6 +124,9 @@ static int on_headers(GrpcCall *call, void *userdata) {
         sc->server_id = strdup(id);
         if (!sc->server_id)
                 return -ENOMEM;
+        sc->tunnel_streams = sc->manager->config->tunnel_streams &&
+                             konn_features_has(grpc_call_header(call, KONN_FEATURES_HEADER, 0),
+                                               KONN_FEATURE_TUNNEL_STREAMS);
         sc->server_count = n;
         if (manager_has_server_id(sc->manager, sc, id)) {
                 log_debug("Already connected to server '%s', closing the duplicate connection.", id);
@@ -161,15 +164,16 @@ static const GrpcCallHandler call_handler = {
 static void on_ready(H2Conn *c, void *userdata) {
         ServerConn *sc = userdata;
         const AgentConfig *cfg = sc->manager->config;
-        char authority[300];
-        const char *md[] = { "agentid", cfg->agent_id, "agentidentifiers", cfg->agent_identifiers ?: "", NULL };
+        const char *md[] = { "agentid", cfg->agent_id, "agentidentifiers", cfg->agent_identifiers ?: "",
+                             cfg->tunnel_streams ? KONN_FEATURES_HEADER : NULL, KONN_FEATURE_TUNNEL_STREAMS, NULL };
         int r;
 
         if (strchr(sc->host, ':'))
-                (void) snprintf(authority, sizeof(authority), "[%s]:%u", sc->host, sc->port);
+                (void) snprintf(sc->authority, sizeof(sc->authority), "[%s]:%u", sc->host, sc->port);
         else
-                (void) snprintf(authority, sizeof(authority), "%s:%u", sc->host, sc->port);
-        r = grpc_call_start(c, "/AgentService/Connect", authority, (char *const *) md, &call_handler, sc, &sc->call);
+                (void) snprintf(sc->authority, sizeof(sc->authority), "%s:%u", sc->host, sc->port);
+        r = grpc_call_start(c, "/AgentService/Connect", sc->authority, (char *const *) md, &call_handler, sc,
+                            &sc->call);
         if (r < 0) {
                 log_warning_errno(r, "Failed to start the Connect stream to %s:%u: %m", sc->host, sc->port);
                 h2conn_close(c, r, "failed to start stream");

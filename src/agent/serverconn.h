@@ -43,6 +43,8 @@ struct ServerConn {
         IdMap *endpoints;   /* connectID → Endpoint */
         IdMap *dials;       /* dial ID → Endpoint still dialling */
         uint64_t since_usec;
+        char authority[300];
+        bool tunnel_streams;    /* konn-to-konn mode: each tunnel on its own stream */
         bool dead;          /* torn down, waiting for the Manager to free it */
 };
 

@@ -201,7 +201,7 @@ fail:
 
 int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message) {
         static char msg[256];
-        const char *server_count_metadata[5];
+        const char *server_count_metadata[7];
         char count[24];
         Backend *b;
         unsigned n;
@@ -256,6 +256,14 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
         server_count_metadata[2] = "servercount";
         server_count_metadata[3] = count;
         server_count_metadata[4] = NULL;
+        /* konn-to-konn mode when the agent asks for it (upstream agents never do, upstream servers never answer). */
+        if (m->config->tunnel_streams &&
+            konn_features_has(grpc_call_header(call, "konn-features", 0), KONN_FEATURE_TUNNEL_STREAMS)) {
+                b->tunnel_streams = true;
+                server_count_metadata[4] = "konn-features";
+                server_count_metadata[5] = KONN_FEATURE_TUNNEL_STREAMS;
+                server_count_metadata[6] = NULL;
+        }
         r = grpc_call_accept(call, (char *const *) server_count_metadata, &backend_handler, b);
         if (r < 0) {
                 backend_free(b, NULL);
@@ -278,7 +286,8 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
         log_struct(LOG_INFO,
                    LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_AGENT_CONNECTED }, { "KONN_AGENT_ID", b->agent_id },
                               { "KONN_AGENT_IDENTIFIERS", b->identifiers }, { "KONN_PEER", b->peer }),
-                   "Agent '%s' connected (%s, identifiers '%s').", b->agent_id, b->peer, b->identifiers);
+                   "Agent '%s' connected (%s, identifiers '%s'%s).", b->agent_id, b->peer, b->identifiers,
+                   b->tunnel_streams ? ", one stream per tunnel" : "");
         manager_update_status(m);
         return 0;
 }

@@ -23,6 +23,7 @@ struct Backend {
         char peer[128];
         char **hosts;          /* host/ipv4/ipv6 identifier values (destHost strategy) */
         bool default_route;    /* identifier default-route=true (defaultRoute strategy) */
+        bool tunnel_streams;   /* konn-to-konn mode negotiated: each tunnel on its own stream */
         bool superseded;       /* an older stream of the same agent exists: that one is used (§3.3) */
         bool draining;
         uint64_t since_usec;
@@ -33,6 +34,7 @@ struct Backend {
 
 /* Server handler for a new call on an agent connection (the H2ConnHandler.on_call of the agent listener). */
 int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message);
+
 Backend *backend_free(Backend *b, const char *reason);
 /* Parse agentidentifiers (URL query form, §3.1) into hosts and default_route. */
 int backend_parse_identifiers(const char *s, char ***ret_hosts, bool *ret_default_route);

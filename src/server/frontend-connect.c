@@ -73,35 +73,28 @@ static void on_relay_event(Relay *r, RelayEvent ev, int error, void *userdata) {
                 return;
         }
         /* The client went away or failed: drop the tunnel, tell the agent. */
-        if (t->state == TUNNEL_ESTABLISHED && t->backend) {
-                Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
-                Backend *b = t->backend;
-
+        if (t->state == TUNNEL_ESTABLISHED) {
                 tunnel_log_closed(t, error < 0 ? "client connection failed" : "closed by client");
-                tunnel_free(t);
-                (void) backend_send(b, &p);
-                return;
+                tunnel_send_close(t);
         }
         tunnel_free(t);
 }
 
 void connect_dial_succeeded(Tunnel *t) {
-        Backend *b = t->backend;
         int r;
 
         r = tunnel_take_relay(t);
         if (r >= 0)
                 r = relay_write_raw(&t->relay, CONNECT_RESPONSE_ESTABLISHED, strlen(CONNECT_RESPONSE_ESTABLISHED));
         if (r >= 0)
-                r = relay_start(&t->relay, b->call, t->connect_id, (const uint8_t *) t->hbuf + t->header_len,
+                r = relay_start(&t->relay, tunnel_agent_call(t), t->connect_id, (const uint8_t *) t->hbuf + t->header_len,
                                 t->hlen - t->header_len);
         t->hbuf = mfree(t->hbuf);
         t->hlen = t->header_len = 0;
         if (r < 0) {
-                Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
                 log_debug_errno(r, "Failed to start relaying tunnel %" PRIi64 ": %m", t->connect_id);
+                tunnel_send_close(t);
                 tunnel_free(t);
-                (void) backend_send(b, &p);
         }
 }
 
@@ -145,12 +138,10 @@ int connect_deliver(Tunnel *t, const uint8_t *data, size_t len) {
         int r = relay_deliver(&t->relay, data, len);
 
         if (r < 0) {
-                Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
-                Backend *b = t->backend;
                 log_debug_errno(r, "Writing to the client of tunnel %" PRIi64 " failed: %m", t->connect_id);
                 tunnel_log_closed(t, "client write failed");
+                tunnel_send_close(t);
                 tunnel_free(t);
-                (void) backend_send(b, &p);
                 return 0;
         }
         return r;

@@ -59,16 +59,12 @@ void grpc_tunnel_free(Tunnel *t) {
 
 void grpc_dial_succeeded(Tunnel *t) {
         Packet p = { .type = PACKET_DIAL_RSP, .dial_rsp = { .connect_id = t->connect_id, .random = t->dial_id } };
-        Backend *b = t->backend;
-
-        forwarder_init(&t->to_agent, t->fcall, b->call, t->connect_id);
-        forwarder_init(&t->to_front, b->call, t->fcall, t->connect_id);
+        forwarder_init(&t->to_agent, t->fcall, tunnel_agent_call(t), t->connect_id);
+        forwarder_init(&t->to_front, tunnel_agent_call(t), t->fcall, t->connect_id);
         t->forwarding = true;
         if (front_send(t, &p) < 0) {
-                Packet c = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
-                tunnel_unestablish(t);
+                tunnel_send_close(t);
                 tunnel_free(t);
-                (void) backend_send(b, &c);
         }
 }
 
@@ -102,17 +98,13 @@ void grpc_backend_gone(Tunnel *t, bool was_pending) {
 
 /* The agent's stream had to be given up on this tunnel: tell both sides, drop it. */
 static void grpc_tunnel_abort(Tunnel *t, const char *error) {
-        Packet c = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
         Packet r = { .type = PACKET_CLOSE_RSP,
                      .close_rsp = { .error = { error, strlen(error) }, .connect_id = t->connect_id } };
-        Backend *b = t->backend;
 
-        tunnel_unestablish(t);
         (void) front_send(t, &r);
         tunnel_log_closed(t, error);
+        tunnel_send_close(t);
         front_finish(t);
-        if (b)
-                (void) backend_send(b, &c);
 }
 
 int grpc_deliver(Tunnel *t, const uint8_t *data, size_t len) {
@@ -233,6 +225,7 @@ static void front_close_request(Tunnel *t, const Packet *p) {
         }
         case TUNNEL_ESTABLISHED: {
                 Packet c = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
+                int r;
 
                 if (cid != t->connect_id) {
                         Packet e = { .type = PACKET_CLOSE_RSP,
@@ -243,7 +236,12 @@ static void front_close_request(Tunnel *t, const Packet *p) {
                 /* Everything the frontend sent goes first; then wait for the agent's CLOSE_RSP. */
                 forwarder_done(&t->to_agent, true);
                 t->ignore_input = true;
-                (void) backend_send(t->backend, &c);
+                if (t->acall) {
+                        r = grpc_call_send_packet(t->acall, &c);
+                        if (r < 0)
+                                grpc_tunnel_abort(t, "agent is not reading");
+                } else
+                        (void) backend_send(t->backend, &c);
                 return;
         }
         default:
@@ -299,14 +297,10 @@ static void front_on_end(GrpcCall *call, int status, const char *message, void *
                 (void) backend_send(b, &c);
                 return;
         }
-        if (t->state == TUNNEL_ESTABLISHED && b) {
-                Packet c = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
+        if (t->state == TUNNEL_ESTABLISHED) {
                 forwarder_done(&t->to_agent, true);
-                tunnel_unestablish(t);
                 tunnel_log_closed(t, "closed by frontend");
-                tunnel_free(t);
-                (void) backend_send(b, &c);
-                return;
+                tunnel_send_close(t);
         }
         tunnel_free(t);
 }

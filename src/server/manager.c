@@ -41,6 +41,14 @@ static int link_on_call(H2Conn *c, GrpcCall *call, const char **ret_message, voi
         l->got_call = true;
         if (l->frontend)
                 return grpc_frontend_on_call(l->manager, call, ret_message);
+        if (streq_ptr(grpc_call_path(call), KONN_TUNNEL_STREAM_PATH)) {
+                /* A tunnel's own stream belongs to the Connect stream on the same connection. */
+                for (Backend *b = l->manager->backends; b; b = b->backends_next)
+                        if (b->link == l && b->tunnel_streams)
+                                return tunnel_stream_opened(b, call, ret_message);
+                *ret_message = "tunnel streams were not negotiated on this connection";
+                return GRPC_STATUS_FAILED_PRECONDITION;
+        }
         return backend_on_call(l->manager, l, call, ret_message);
 }
 
@@ -67,7 +75,8 @@ static int link_new(Manager *m, int fd, bool frontend, const char *peer) {
         H2ConnSettings st = {
                 .handshake_timeout_usec = m->config->handshake_timeout_usec,
                 /* kube-apiserver multiplexes many Proxy streams on one connection. */
-                .max_concurrent_streams = frontend ? 10000 : 1000,
+                .max_concurrent_streams = frontend ? 10000 : (uint32_t) MIN(m->config->max_tunnels_per_agent + 16, (int64_t) INT32_MAX),
+                .connection_window = 64U * 1024 * 1024,
                 .keepalive_usec = frontend ? m->config->frontend_keepalive_time_usec : m->config->keepalive_time_usec,
         };
         TlsConn *tc = NULL;

@@ -83,6 +83,9 @@ const ConfKey server_config_table[] = {
                  "Time limit for an agent to answer a dial (0: none; upstream default: 0)"),
 
         /* konn-only */
+        BOOL("tunnel-streams", tunnel_streams, "true",
+             "Offer konn agents one HTTP/2 stream per tunnel (per-tunnel flow control); upstream agents are "
+             "unaffected"),
         BOOL("insecure-allow-unauthenticated-agents", insecure_allow_unauthenticated_agents, "false",
              "Accept agents without a client certificate when --cluster-ca-cert is not set"),
         DURATION("handshake-timeout", handshake_timeout_usec, MSEC, HOUR, "10s",

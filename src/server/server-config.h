@@ -41,6 +41,7 @@ typedef struct ServerConfig {
         char *tls_min_version; /* NULL (= TLS 1.2), "VersionTLS12" or "VersionTLS13" */
         uint64_t graceful_shutdown_timeout_usec, backend_dial_timeout_usec; /* 0 = off */
         /* konn-only: */
+        bool tunnel_streams;
         bool insecure_allow_unauthenticated_agents;
         uint64_t handshake_timeout_usec, header_timeout_usec;
         int64_t max_tunnels_per_agent;

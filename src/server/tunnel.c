@@ -105,8 +105,38 @@ Tunnel *tunnel_free(Tunnel *t) {
                 connect_tunnel_free(t);
         else
                 grpc_tunnel_free(t);
+        if (t->acall) {
+                /* Relay and forwarders are done with it: end the tunnel's stream (trailers after what is queued). */
+                grpc_call_finish(t->acall, GRPC_STATUS_OK, NULL);
+                t->acall = NULL;
+        }
         free(t);
         return NULL;
+}
+
+GrpcCall *tunnel_agent_call(Tunnel *t) {
+        if (t->acall)
+                return t->acall;
+        return t->backend ? t->backend->call : NULL;
+}
+
+void tunnel_send_close(Tunnel *t) {
+        Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = t->connect_id };
+        Backend *b = t->backend;
+
+        if (t->state != TUNNEL_ESTABLISHED)
+                return;
+        tunnel_unestablish(t);
+        t->state = TUNNEL_CLOSING;
+        t->backend = NULL;
+        if (t->acall) {
+                /* In-band on the tunnel's own stream; the stream ends when the tunnel is freed. */
+                if (grpc_call_send_packet(t->acall, &p) < 0)
+                        grpc_call_abort(t->acall, GRPC_STATUS_CANCELLED, NULL), t->acall = NULL;
+                return;
+        }
+        if (b)
+                (void) backend_send(b, &p);
 }
 
 static int on_dial_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -180,15 +210,82 @@ bool tunnel_establish(Tunnel *t, int64_t connect_id) {
         t->connect_id = connect_id;
         r = idmap_put(b->tunnels, connect_id, t);
         if (r < 0) {
-                Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = connect_id };
                 log_warning_errno(r, "Agent '%s' answered dial %" PRIi64 " with connectID %" PRIi64
                                   " that is already in use, closing it: %m", b->agent_id, t->dial_id, connect_id);
+                t->state = TUNNEL_ESTABLISHED; /* so that tunnel_send_close() sends; the index is not ours */
+                if (t->acall) {
+                        t->connect_id = connect_id;
+                        tunnel_send_close(t);
+                } else {
+                        Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = connect_id };
+                        t->state = TUNNEL_CLOSING;
+                        (void) backend_send(b, &p);
+                }
                 t->state = TUNNEL_CLOSING;
-                (void) backend_send(b, &p);
                 return false;
         }
         t->state = TUNNEL_ESTABLISHED;
         return true;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* konn-to-konn mode: each tunnel on its own HTTP/2 stream */
+
+static int stream_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        Tunnel *t = userdata;
+
+        switch (p->type) {
+        case PACKET_DATA:
+                return tunnel_deliver(t, p->data.data, p->data.data_len);
+        case PACKET_CLOSE_RSP:
+                tunnel_remote_closed(t);
+                return 0;
+        default:
+                log_debug("Ignoring %s packet on the stream of tunnel %" PRIi64 ".", packet_type_to_string(p->type),
+                          t->connect_id);
+                return 0;
+        }
+}
+
+static void stream_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
+        Tunnel *t = userdata;
+
+        /* The agent ended or reset the tunnel's stream without CLOSE_RSP: the tunnel is over. The call is still
+         * valid during this callback, so relay and forwarders return their credits to it first. */
+        if (t->state == TUNNEL_ESTABLISHED)
+                tunnel_remote_closed(t);
+        else
+                t->acall = NULL;
+}
+
+static const GrpcCallHandler stream_handler = {
+        .on_packet = stream_on_packet,
+        .on_end = stream_on_end,
+};
+
+int tunnel_stream_opened(Backend *b, GrpcCall *call, const char **ret_message) {
+        const char *did = grpc_call_header(call, "konn-dial-id", 0), *cid = grpc_call_header(call, "konn-connect-id", 0);
+        Tunnel *t;
+        int64_t dial_id = 0, connect_id = 0;
+        int r;
+
+        if (!did || !cid || sscanf(did, "%" SCNi64, &dial_id) != 1 || sscanf(cid, "%" SCNi64, &connect_id) != 1 ||
+            connect_id <= 0) {
+                *ret_message = "konn-dial-id and konn-connect-id are required";
+                return GRPC_STATUS_INVALID_ARGUMENT;
+        }
+        t = idmap_get(b->manager->pending, dial_id);
+        if (!t || t->backend != b) {
+                /* Not a dial of this agent stream (any more): the agent closes its end. */
+                *ret_message = "no such pending dial";
+                return GRPC_STATUS_NOT_FOUND;
+        }
+        r = grpc_call_accept(call, NULL, &stream_handler, t);
+        if (r < 0)
+                return GRPC_STATUS_INTERNAL;
+        t->acall = call;
+        tunnel_dial_succeeded(t, connect_id);
+        return 0;
 }
 
 void tunnel_dial_succeeded(Tunnel *t, int64_t connect_id) {
@@ -256,8 +353,14 @@ void tunnel_remote_closed(Tunnel *t) {
                 return;
         tunnel_unestablish(t);
         t->state = TUNNEL_CLOSING;
-        if (t->kind == TUNNEL_CONNECT)
-                connect_remote_closed(t);
-        else
-                grpc_remote_closed(t);
+        if (t->kind == TUNNEL_GRPC) {
+                grpc_remote_closed(t); /* frees t, which ends its stream */
+                return;
+        }
+        connect_remote_closed(t);
+        if (t->acall) {
+                /* The relay has let go of the tunnel's stream: end our side of it. */
+                grpc_call_finish(t->acall, GRPC_STATUS_OK, NULL);
+                t->acall = NULL;
+        }
 }

@@ -42,6 +42,8 @@ struct Tunnel {
         Backend *backend;
 
         int64_t dial_id, connect_id;
+        GrpcCall *acall;             /* konn-to-konn mode: the tunnel's own stream to the agent (else NULL: the
+                                      * agent's Connect stream carries it) */
         char dest[264];
         char peer[64];
         uint64_t start_usec;
@@ -73,6 +75,14 @@ void tunnel_unestablish(Tunnel *t);
 bool tunnel_establish(Tunnel *t, int64_t connect_id);
 void tunnel_log_opened(Tunnel *t);
 void tunnel_log_closed(Tunnel *t, const char *why);
+/* The call that carries this tunnel's DATA to the agent. */
+GrpcCall *tunnel_agent_call(Tunnel *t);
+/* Tell the agent the tunnel is over (CLOSE_REQ on whichever stream carries it) and let go of the agent side:
+ * the tunnel is unhooked from its backend first, so a failing send cannot reach back into it. Queue anything
+ * that must precede the CLOSE_REQ before calling this. */
+void tunnel_send_close(Tunnel *t);
+/* konn-to-konn mode: the agent opened the tunnel's own stream for pending dial dial_id (that is its DIAL_RSP). */
+int tunnel_stream_opened(Backend *b, GrpcCall *call, const char **ret_message);
 uint64_t now_usec(void);
 
 /* Called by the Backend for packets and events that concern this tunnel. */

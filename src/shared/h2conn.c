@@ -462,6 +462,17 @@ static int call_add_header(GrpcCall *call, const uint8_t *name, size_t namelen, 
         return 0;
 }
 
+/* Headers are only looked at when a call starts: let them go, an idle tunnel stream should cost little. */
+static void call_drop_headers(GrpcCall *call) {
+        for (unsigned i = 0; i < call->n_headers; i++) {
+                free(call->headers[i].name);
+                free(call->headers[i].value);
+        }
+        call->headers = mfree(call->headers);
+        call->n_headers = 0;
+        call->header_bytes = 0;
+}
+
 static GrpcCall *call_new(H2Conn *c, int32_t stream_id, bool client) {
         GrpcCall *call = calloc(1, sizeof(GrpcCall));
 
@@ -623,8 +634,10 @@ static void server_new_call(H2Conn *c, GrpcCall *call) {
         } else {
                 status = c->handler->on_call ? c->handler->on_call(c, call, &message, c->userdata)
                                              : GRPC_STATUS_UNIMPLEMENTED;
-                if (status == 0)
+                if (status == 0) {
+                        call_drop_headers(call);
                         return;
+                }
         }
         if (status == GRPC_STATUS_UNIMPLEMENTED && !message)
                 message = "unknown method";
@@ -675,7 +688,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
                                    call->handler->on_headers(call, call->userdata) < 0) {
                                 call_end(call, GRPC_STATUS_CANCELLED, "rejected response headers");
                                 grpc_call_abort(call, GRPC_STATUS_CANCELLED, NULL);
-                        }
+                        } else
+                                call_drop_headers(call);
                 }
         }
 
@@ -738,11 +752,7 @@ static GrpcCall *grpc_call_free(GrpcCall *call) {
         grpc_reader_done(&call->reader);
         LIST_REMOVE(calls, c->calls, call);
         c->n_calls--;
-        for (unsigned i = 0; i < call->n_headers; i++) {
-                free(call->headers[i].name);
-                free(call->headers[i].value);
-        }
-        free(call->headers);
+        call_drop_headers(call);
         free(call->path);
         free(call->message);
         free(call->rx_message);
@@ -1268,4 +1278,23 @@ void h2conn_set_userdata(H2Conn *c, void *userdata) {
 
 size_t h2conn_n_calls(const H2Conn *c) {
         return c->n_calls;
+}
+
+bool konn_features_has(const char *list, const char *feature) {
+        size_t n = strlen(feature);
+
+        for (const char *p = list; p && *p;) {
+                const char *end = strchr(p, ',') ?: p + strlen(p);
+                while (*p == ' ')
+                        p++;
+                if ((size_t) (end - p) >= n && strncmp(p, feature, n) == 0) {
+                        const char *q = p + n;
+                        while (q < end && *q == ' ')
+                                q++;
+                        if (q == end)
+                                return true;
+                }
+                p = *end ? end + 1 : end;
+        }
+        return false;
 }

@@ -101,7 +101,8 @@ int grpc_call_start(H2Conn *c, const char *path, const char *authority, char *co
 int grpc_call_accept(GrpcCall *call, char *const *metadata, const GrpcCallHandler *h, void *userdata);
 
 const char *grpc_call_path(const GrpcCall *call);
-unsigned grpc_call_header_count(const GrpcCall *call, const char *name);      /* request or response headers */
+/* Request headers (server, during on_call) or response headers (client, during on_headers); dropped after. */
+unsigned grpc_call_header_count(const GrpcCall *call, const char *name);
 const char *grpc_call_header(const GrpcCall *call, const char *name, unsigned idx);
 H2Conn *grpc_call_conn(const GrpcCall *call);
 int32_t grpc_call_stream_id(const GrpcCall *call);
@@ -134,3 +135,11 @@ static inline void out_msg_init(OutMsg *m) {
 static inline bool out_msg_queued(const OutMsg *m) {
         return m->call != NULL;
 }
+
+/* konn-to-konn extension (docs/konn-protocol.md): the agent lists features in "konn-features" request metadata; a
+ * konn server echoes those it enables in its response headers. Upstream peers ignore the header. */
+#define KONN_FEATURES_HEADER "konn-features"
+#define KONN_FEATURE_TUNNEL_STREAMS "tunnel-streams"
+#define KONN_TUNNEL_STREAM_PATH "/konn.Tunnel/Stream"
+/* Whether the comma-separated list (may be NULL) contains feature. */
+bool konn_features_has(const char *list, const char *feature);

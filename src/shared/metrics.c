@@ -97,6 +97,27 @@ const char *metric_format_float(double v, char *buf) {
         return buf;
 }
 
+/* ---- allocation (plain malloc/realloc, so that the failmalloc tests reach every allocation) ---- */
+
+static char *str_dup(const char *s) {
+        size_t n = strlen(s) + 1;
+        char *d = malloc(n);
+
+        return d ? memcpy(d, s, n) : NULL;
+}
+
+static int entries_grow(MetricsRegistry *r) {
+        RegistryEntry *n;
+
+        if (r->n_entries >= SIZE_MAX / sizeof(RegistryEntry) - 1)
+                return -ENOMEM;
+        n = realloc(r->entries, (r->n_entries + 1) * sizeof(RegistryEntry));
+        if (!n)
+                return -ENOMEM;
+        r->entries = n;
+        return 0;
+}
+
 /* ---- names ---- */
 
 static bool valid_metric_name(const char *s) {
@@ -156,12 +177,8 @@ MetricsRegistry *metrics_registry_free(MetricsRegistry *r) {
 }
 
 static int registry_append(MetricsRegistry *r, Metric *m) {
-        RegistryEntry *n;
-
-        n = reallocarray(r->entries, r->n_entries + 1, sizeof(RegistryEntry));
-        if (!n)
+        if (entries_grow(r) < 0)
                 return -ENOMEM;
-        r->entries = n;
         r->entries[r->n_entries++] = (RegistryEntry) { .metric = m };
         return 0;
 }
@@ -217,8 +234,8 @@ Metric *metric_new(MetricsRegistry *r, MetricType t, const char *name, const cha
                 return NULL;
         m->registry = r;
         m->type = t;
-        m->name = strdup(name);
-        m->help = strdup(help);
+        m->name = str_dup(name);
+        m->help = str_dup(help);
         if (!m->name || !m->help)
                 return metric_free(m);
 
@@ -229,7 +246,7 @@ Metric *metric_new(MetricsRegistry *r, MetricType t, const char *name, const cha
                 if (!m->label_names)
                         return metric_free(m);
                 for (size_t i = 0; i < m->n_labels; i++) {
-                        m->label_names[i] = strdup(label_names[i]);
+                        m->label_names[i] = str_dup(label_names[i]);
                         if (!m->label_names[i])
                                 return metric_free(m);
                 }
@@ -639,16 +656,12 @@ static void render_process(FILE *f) {
 }
 
 void metrics_add_process_collector(MetricsRegistry *r) {
-        RegistryEntry *n;
-
         if (!r || r->has_process_collector)
                 return;
-        n = reallocarray(r->entries, r->n_entries + 1, sizeof(RegistryEntry));
-        if (!n) {
+        if (entries_grow(r) < 0) {
                 log_debug("metrics: out of memory, process collector not added");
                 return;
         }
-        r->entries = n;
         r->entries[r->n_entries++] = (RegistryEntry) { .metric = NULL };
         r->has_process_collector = true;
 }
