@@ -1,0 +1,320 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Tests for h2conn: a client and a server H2Conn over a Unix socketpair (plain transport) on one sd-event loop.
+ * Metadata both ways, packets both ways, trailers and status codes, UNIMPLEMENTED, backpressure through
+ * withheld flow-control credits, and cancelling a queued message without losing or reordering bytes.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <sys/socket.h>
+
+#include "h2conn.h"
+#include "log.h"
+
+#define LOOP_MAX 20000
+
+typedef struct Fixture {
+        sd_event *e;
+        H2Conn *client, *server;
+        GrpcCall *ccall, *scall;
+        bool ready;
+        /* server side observations */
+        char agentid[64];
+        unsigned n_agentid;
+        Packet last;
+        char last_addr[64];
+        unsigned n_server_packets;
+        size_t server_data_bytes;
+        uint8_t server_data[4 * 1024 * 1024];
+        bool retain;          /* server keeps DATA credits */
+        size_t retained;
+        int server_end_status;
+        bool server_ended;
+        /* client side observations */
+        char serverid[64];
+        unsigned n_client_packets;
+        int client_end_status;
+        char client_end_message[128];
+        bool client_ended;
+        int reject_status;    /* server rejects calls with this status when > 0 */
+} Fixture;
+
+static Fixture *F;
+
+static void spin(bool *flag) {
+        for (unsigned i = 0; i < LOOP_MAX && !*flag; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100 * 1000), 0);
+        ck_assert_msg(*flag, "condition not reached");
+}
+
+static void spin_n(unsigned n) {
+        for (unsigned i = 0; i < n; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 1000), 0);
+}
+
+static int s_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        F->n_server_packets++;
+        F->last = *p;
+        if (p->type == PACKET_DIAL_REQ)
+                (void) snprintf(F->last_addr, sizeof(F->last_addr), "%.*s", (int) p->dial_req.address.len,
+                                p->dial_req.address.ptr);
+        if (p->type == PACKET_DATA) {
+                ck_assert_uint_le(F->server_data_bytes + p->data.data_len, sizeof(F->server_data));
+                memcpy(F->server_data + F->server_data_bytes, p->data.data, p->data.data_len);
+                F->server_data_bytes += p->data.data_len;
+                if (F->retain) {
+                        F->retained += p->data.data_len;
+                        return (int) p->data.data_len;
+                }
+        }
+        return 0;
+}
+
+static void s_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
+        F->server_ended = true;
+        F->server_end_status = status;
+        F->scall = NULL;
+}
+
+static const GrpcCallHandler s_handler = { .on_packet = s_on_packet, .on_end = s_on_end };
+
+static int s_on_call(H2Conn *c, GrpcCall *call, const char **ret_message, void *userdata) {
+        const char *md[] = { "serverid", "srv-7", "servercount", "3", NULL };
+
+        if (F->reject_status > 0) {
+                *ret_message = "go away";
+                return F->reject_status;
+        }
+        if (!streq_ptr(grpc_call_path(call), "/AgentService/Connect"))
+                return GRPC_STATUS_UNIMPLEMENTED;
+        F->n_agentid = grpc_call_header_count(call, "agentid");
+        (void) snprintf(F->agentid, sizeof(F->agentid), "%s", grpc_call_header(call, "agentid", 0) ?: "");
+        ck_assert_int_eq(grpc_call_accept(call, (char *const *) md, &s_handler, NULL), 0);
+        F->scall = call;
+        return 0;
+}
+
+static void c_on_ready(H2Conn *c, void *userdata) {
+        F->ready = true;
+}
+
+static int c_on_headers(GrpcCall *call, void *userdata) {
+        (void) snprintf(F->serverid, sizeof(F->serverid), "%s", grpc_call_header(call, "serverid", 0) ?: "");
+        return 0;
+}
+
+static int c_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        F->n_client_packets++;
+        return 0;
+}
+
+static void c_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
+        F->client_ended = true;
+        F->client_end_status = status;
+        (void) snprintf(F->client_end_message, sizeof(F->client_end_message), "%s", message ?: "");
+        F->ccall = NULL;
+}
+
+static const GrpcCallHandler c_handler = { .on_headers = c_on_headers, .on_packet = c_on_packet, .on_end = c_on_end };
+static const H2ConnHandler server_conn_handler = { .on_call = s_on_call };
+static void c_on_close(H2Conn *c, int error, const char *reason, void *userdata) {
+        F->client = NULL; /* it frees itself */
+}
+
+static const H2ConnHandler client_conn_handler = { .on_ready = c_on_ready, .on_close = c_on_close };
+
+static void setup(void) {
+        int sv[2];
+        Transport ct, st;
+
+        F = calloc(1, sizeof(Fixture));
+        ck_assert_ptr_nonnull(F);
+        ck_assert_int_eq(sd_event_new(&F->e), 0);
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+        transport_init(&ct, sv[0], NULL);
+        transport_init(&st, sv[1], NULL);
+        ck_assert_int_eq(h2conn_new(F->e, &st, true, NULL, &server_conn_handler, NULL, &F->server), 0);
+        ck_assert_int_eq(h2conn_new(F->e, &ct, false, NULL, &client_conn_handler, NULL, &F->client), 0);
+        spin(&F->ready);
+}
+
+static void teardown(void) {
+        F->client = h2conn_free(F->client);
+        F->server = h2conn_free(F->server);
+        F->e = sd_event_unref(F->e);
+        free(F);
+}
+
+static void start_call(const char *path) {
+        const char *md[] = { "agentid", "node-1", "agentidentifiers", "host=node-1", NULL };
+        ck_assert_int_eq(grpc_call_start(F->client, path, "localhost", (char *const *) md, &c_handler, NULL, &F->ccall), 0);
+}
+
+START_TEST(test_metadata_and_packets) {
+        Packet dial = { .type = PACKET_DIAL_REQ,
+                        .dial_req = { .protocol = { "tcp", 3 }, .address = { "10.0.0.1:443", 12 }, .random = 99 } };
+
+        start_call("/AgentService/Connect");
+        ck_assert_int_eq(grpc_call_send_packet(F->ccall, &dial), 0);
+        for (unsigned i = 0; i < LOOP_MAX && (F->n_server_packets == 0 || !*F->serverid); i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        ck_assert_uint_eq(F->n_agentid, 1);
+        ck_assert_str_eq(F->agentid, "node-1");
+        ck_assert_str_eq(F->serverid, "srv-7");
+        ck_assert_int_eq(F->last.type, PACKET_DIAL_REQ);
+        ck_assert_str_eq(F->last_addr, "10.0.0.1:443");
+        ck_assert_int_eq(F->last.dial_req.random, 99);
+}
+END_TEST
+
+START_TEST(test_server_finish_status) {
+        start_call("/AgentService/Connect");
+        for (unsigned i = 0; i < LOOP_MAX && !F->scall; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        grpc_call_finish(F->scall, GRPC_STATUS_RESOURCE_EXHAUSTED, "too much: 100%");
+        F->scall = NULL;
+        spin(&F->client_ended);
+        ck_assert_int_eq(F->client_end_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+        /* grpc-message is percent-encoded on the wire. */
+        ck_assert_str_eq(F->client_end_message, "too much: 100%25");
+}
+END_TEST
+
+START_TEST(test_unimplemented) {
+        start_call("/agent.AgentService/Connect");
+        spin(&F->client_ended);
+        ck_assert_int_eq(F->client_end_status, GRPC_STATUS_UNIMPLEMENTED);
+        ck_assert_uint_eq(F->n_server_packets, 0);
+}
+END_TEST
+
+START_TEST(test_rejected_with_status) {
+        F->reject_status = GRPC_STATUS_UNKNOWN;
+        start_call("/AgentService/Connect");
+        spin(&F->client_ended);
+        ck_assert_int_eq(F->client_end_status, GRPC_STATUS_UNKNOWN);
+        ck_assert_str_eq(F->client_end_message, "go away");
+}
+END_TEST
+
+START_TEST(test_backpressure_withheld_credits) {
+        /* 3 MiB of DATA while the server keeps every credit: the 1 MiB stream window must stop the sender. */
+        static uint8_t payload[3 * 1024 * 1024];
+        size_t sent_before;
+
+        for (size_t i = 0; i < sizeof(payload); i++)
+                payload[i] = (uint8_t) (i * 7 + 3);
+        F->retain = true;
+        start_call("/AgentService/Connect");
+        for (size_t off = 0; off < sizeof(payload); off += 64 * 1024)
+                ck_assert_int_eq(grpc_call_send_data_copy(F->ccall, 1, payload + off, 64 * 1024), 0);
+        spin_n(2000);
+        sent_before = F->server_data_bytes;
+        ck_assert_uint_gt(sent_before, 0);
+        ck_assert_uint_le(sent_before, H2_DEFAULT_STREAM_WINDOW);
+        ck_assert_uint_gt(grpc_call_queued_bytes(F->ccall), 0);
+        /* Give the credits back: everything arrives, intact and in order. */
+        F->retain = false;
+        for (unsigned i = 0; i < LOOP_MAX && F->server_data_bytes < sizeof(payload); i++) {
+                if (F->retained > 0 && F->scall) {
+                        grpc_call_consume(F->scall, F->retained);
+                        F->retained = 0;
+                }
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        }
+        ck_assert_uint_eq(F->server_data_bytes, sizeof(payload));
+        ck_assert_mem_eq(F->server_data, payload, sizeof(payload));
+}
+END_TEST
+
+typedef struct Owned {
+        OutMsg m;
+        uint8_t data[200000];
+        bool done;
+} Owned;
+
+static void owned_done(OutMsg *m, void *userdata) {
+        ((Owned *) userdata)->done = true;
+}
+
+START_TEST(test_cancel_keeps_bytes) {
+        /* Queue two messages referencing caller memory, cancel the first before it is out, scribble over its
+         * memory: the server must still receive both payloads intact, in order, and done() must not fire. */
+        Owned *a = calloc(1, sizeof(Owned)), *b = calloc(1, sizeof(Owned));
+
+        memset(a->data, 'a', sizeof(a->data));
+        memset(b->data, 'b', sizeof(b->data));
+        start_call("/AgentService/Connect");
+        grpc_call_send_data(F->ccall, &a->m, 5, a->data, sizeof(a->data), owned_done, a);
+        grpc_call_send_data(F->ccall, &b->m, 5, b->data, sizeof(b->data), owned_done, b);
+        grpc_call_cancel_msg(&a->m);
+        ck_assert(!out_msg_queued(&a->m));
+        memset(a->data, 'X', sizeof(a->data));
+        for (unsigned i = 0; i < LOOP_MAX && F->server_data_bytes < 2 * sizeof(a->data); i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        ck_assert_uint_eq(F->server_data_bytes, 2 * sizeof(a->data));
+        for (size_t i = 0; i < sizeof(a->data); i++) {
+                ck_assert_int_eq(F->server_data[i], 'a');
+                ck_assert_int_eq(F->server_data[sizeof(a->data) + i], 'b');
+        }
+        ck_assert(!a->done);
+        ck_assert(b->done);
+        free(a);
+        free(b);
+}
+END_TEST
+
+START_TEST(test_peer_gone_ends_calls) {
+        start_call("/AgentService/Connect");
+        for (unsigned i = 0; i < LOOP_MAX && !F->scall; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        F->server = h2conn_free(F->server);
+        spin(&F->client_ended);
+        ck_assert_int_eq(F->client_end_status, GRPC_STATUS_UNAVAILABLE);
+        for (unsigned i = 0; i < LOOP_MAX && F->client; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        ck_assert_ptr_null(F->client);
+}
+END_TEST
+
+START_TEST(test_features_list) {
+        ck_assert(konn_features_has("tunnel-streams", "tunnel-streams"));
+        ck_assert(konn_features_has("a, tunnel-streams ,b", "tunnel-streams"));
+        ck_assert(!konn_features_has("tunnel-streamsx", "tunnel-streams"));
+        ck_assert(!konn_features_has("x-tunnel-streams", "tunnel-streams"));
+        ck_assert(!konn_features_has("", "tunnel-streams"));
+        ck_assert(!konn_features_has(NULL, "tunnel-streams"));
+}
+END_TEST
+
+static Suite *h2conn_suite(void) {
+        Suite *s = suite_create("h2conn");
+        TCase *tc = tcase_create("core");
+
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_metadata_and_packets);
+        tcase_add_test(tc, test_server_finish_status);
+        tcase_add_test(tc, test_unimplemented);
+        tcase_add_test(tc, test_rejected_with_status);
+        tcase_add_test(tc, test_backpressure_withheld_credits);
+        tcase_add_test(tc, test_cancel_keeps_bytes);
+        tcase_add_test(tc, test_peer_gone_ends_calls);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("features");
+        tcase_add_test(tc, test_features_list);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(h2conn_suite());
+        int failed;
+
+        log_set_max_level(LOG_WARNING);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
