@@ -17,6 +17,7 @@
 #define CALL_HEADER_BYTES_MAX (16 * 1024)
 #define CALL_CONTROL_BYTES_MAX (1024 * 1024)
 #define H2_MAX_HEADER_LIST 65536
+#define H2_MAX_FRAME (128 * 1024) /* what we send and accept per DATA frame; fits the output buffer */
 
 typedef struct Header {
         char *name, *value;
@@ -341,6 +342,17 @@ static ssize_t on_data_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
                         return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
         return 0;
+}
+
+/* Between konn peers DATA frames may be larger than HTTP/2's default 16 KiB, so whole messages travel in one
+ * frame; towards Go peers their SETTINGS keep frames at 16 KiB. */
+static ssize_t on_data_length(nghttp2_session *s, uint8_t frame_type, int32_t stream_id, int32_t session_window,
+                              int32_t stream_window, uint32_t remote_max_frame_size, void *userdata) {
+        int64_t n = MIN((int64_t) session_window, (int64_t) stream_window);
+
+        n = MIN(n, (int64_t) remote_max_frame_size);
+        n = MIN(n, (int64_t) H2_MAX_FRAME);
+        return (ssize_t) MAX(n, (int64_t) 1);
 }
 
 static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
@@ -1010,27 +1022,38 @@ static void h2conn_process(H2Conn *c, uint32_t revents) {
         }
 
         for (unsigned i = 0; i < H2_READS_PER_WAKEUP && c->state == H2_RUNNING; i++) {
-                ssize_t n = transport_read(&c->transport, inbuf, sizeof(inbuf)), k;
+                size_t filled = 0;
+                int end = 0;
+                ssize_t k;
 
-                if (n == -EAGAIN)
-                        break;
-                if (n == 0) {
-                        h2conn_fail(c, -ECONNRESET, "connection closed by peer");
+                /* Gather what is readable (TLS hands out one record per read) so that nghttp2 sees large chunks
+                 * and whole gRPC messages can be decoded in place instead of being reassembled. */
+                while (filled < sizeof(inbuf)) {
+                        ssize_t n = transport_read(&c->transport, inbuf + filled, sizeof(inbuf) - filled);
+                        if (n == -EAGAIN)
+                                break;
+                        if (n <= 0) {
+                                end = n == 0 ? -ECONNRESET : (int) n;
+                                break;
+                        }
+                        filled += (size_t) n;
+                }
+                if (filled > 0) {
+                        k = nghttp2_session_mem_recv(c->session, inbuf, filled);
+                        if (k < 0) {
+                                log_debug("nghttp2_session_mem_recv() failed: %s", nghttp2_strerror((int) k));
+                                /* nghttp2 queued a GOAWAY for protocol errors: try to get it out. */
+                                (void) h2conn_pump_out(c);
+                                h2conn_fail(c, -EPROTO, nghttp2_strerror((int) k));
+                                return;
+                        }
+                }
+                if (end < 0) {
+                        h2conn_fail(c, end, end == -ECONNRESET ? "connection closed by peer"
+                                                               : transport_error(&c->transport));
                         return;
                 }
-                if (n < 0) {
-                        h2conn_fail(c, (int) n, transport_error(&c->transport));
-                        return;
-                }
-                k = nghttp2_session_mem_recv(c->session, inbuf, (size_t) n);
-                if (k < 0) {
-                        log_debug("nghttp2_session_mem_recv() failed: %s", nghttp2_strerror((int) k));
-                        /* nghttp2 queued a GOAWAY for protocol errors: try to get it out. */
-                        (void) h2conn_pump_out(c);
-                        h2conn_fail(c, -EPROTO, nghttp2_strerror((int) k));
-                        return;
-                }
-                if ((size_t) n < sizeof(inbuf) && transport_pending(&c->transport) == 0)
+                if (filled < sizeof(inbuf))
                         break;
         }
         if (c->state != H2_RUNNING)
@@ -1133,7 +1156,7 @@ static int on_handshake_timeout(sd_event_source *s, uint64_t usec, void *userdat
 static int h2conn_start_session(H2Conn *c) {
         nghttp2_session_callbacks *cbs = NULL;
         nghttp2_option *opt = NULL;
-        nghttp2_settings_entry iv[4];
+        nghttp2_settings_entry iv[5];
         size_t n = 0;
         int r;
 
@@ -1141,6 +1164,7 @@ static int h2conn_start_session(H2Conn *c) {
                 return -ENOMEM;
         nghttp2_session_callbacks_set_send_callback(cbs, on_send);
         nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+        nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, on_data_length);
         nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
         nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -1169,6 +1193,7 @@ static int h2conn_start_session(H2Conn *c) {
         iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
                                             c->settings.stream_window ?: H2_DEFAULT_STREAM_WINDOW };
         iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST };
+        iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_MAX_FRAME_SIZE, H2_MAX_FRAME };
         if (c->server)
                 iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
                                                     c->settings.max_concurrent_streams ?: 1000 };

@@ -214,7 +214,13 @@ static int tls_ctx_common(SSL_CTX *ctx) {
 
         if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION))
                 return -EIO;
-        (void) SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+        (void) SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                            SSL_OP_CIPHER_SERVER_PREFERENCE);
+        /* TLS 1.3 suites in OpenSSL's set, AES-128-GCM first: with AES-NI it is about 1.5x faster than
+         * AES-256-GCM, and every byte of a tunnel is encrypted and decrypted once per hop. */
+        if (!SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                           "TLS_CHACHA20_POLY1305_SHA256"))
+                return -EIO;
         (void) SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
         SSL_CTX_set_default_passwd_cb(ctx, tls_no_password_cb);
         return 0;
