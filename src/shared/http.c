@@ -329,8 +329,6 @@ const char *http_status_to_string(int status) {
         switch (status) {
         case 200:
                 return "OK";
-        case 204:
-                return "No Content";
         case 301:
                 return "Moved Permanently";
         case 302:
@@ -465,10 +463,12 @@ static void conn_prepare_response(HttpConnection *c, int status, const char *con
         (void) conn_arm_timer(c, c->server->write_usec);
 }
 
-static void conn_prepare_error(HttpConnection *c, int status) {
+/* A response of our own: "<code> <reason>" as text. close_conn: end the connection after it. */
+static void conn_prepare_error(HttpConnection *c, int status, bool close_conn) {
         char text[64];
 
-        c->close_after = true;
+        if (close_conn)
+                c->close_after = true;
         (void) snprintf(text, sizeof(text), "%i %s", status, http_status_to_string(status));
         conn_prepare_response(c, status, NULL, strdup(text), strlen(text), NULL, false);
 }
@@ -482,7 +482,7 @@ static void conn_call_handler(HttpConnection *c, const HttpRequest *req) {
         if (r < 0) {
                 log_debug_errno(r, "http: handler failed for '%s': %m", req->path);
                 resp.body = mfree(resp.body);
-                conn_prepare_error(c, 500);
+                conn_prepare_error(c, 500, false);
                 return;
         }
         conn_prepare_response(c, resp.status, resp.content_type, TAKE_PTR(resp.body), resp.body_len,
@@ -504,12 +504,12 @@ static int conn_try_request(HttpConnection *c) {
                 return 0;
         if (r == -E2BIG) {
                 log_debug("http: request head too large");
-                conn_prepare_error(c, 431);
+                conn_prepare_error(c, 431, true);
                 return 1;
         }
         if (r < 0) {
                 log_debug_errno(r, "http: malformed request: %m");
-                conn_prepare_error(c, 400);
+                conn_prepare_error(c, 400, true);
                 return 1;
         }
 
@@ -523,7 +523,7 @@ static int conn_try_request(HttpConnection *c) {
 
         if (!streq(req.method, "GET") && !streq(req.method, "HEAD")) {
                 log_debug("http: method '%s' not allowed", req.method);
-                conn_prepare_error(c, 405);
+                conn_prepare_error(c, 405, true);
                 return 1;
         }
 

@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * http — a tiny HTTP/1.1 responder for the health, readiness, metrics and admin ports (plain TCP), plus
- * the pure request-head parser it uses. The HttpServer owns its listening fd, every connection and
- * their event sources; the caller owns the HttpServer. Everything runs on the caller's sd-event loop:
- * the handler is called from an I/O callback, must not block and must not free the server.
- * GET and HEAD only (bodies are never read); bounded: head size, connections, requests per
- * connection, response size and time in every state.
+ * http — a tiny HTTP/1.1 responder (GET/HEAD, plain TCP) for the health, readiness, metrics and admin
+ * ports, plus the pure request-head parser it uses. The HttpServer owns its listening fd, every
+ * connection and their event sources; the caller owns the HttpServer. Runs on the caller's sd-event
+ * loop: the handler is called from an I/O callback and must neither block nor free the server.
+ * Bounded everywhere: head size, connections, requests per connection, response size, time per state.
  */
 #pragma once
 

@@ -24,6 +24,9 @@ typedef enum MetricType {
 #define METRIC_LABELS_MAX 8U           /* label names per family */
 #define METRIC_LABEL_VALUE_MAX 256U    /* bytes; longer label values are dropped */
 
+/* The Content-Type client_golang uses for this format. */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
 typedef struct Metric Metric;
 typedef struct MetricsRegistry MetricsRegistry;
 
@@ -67,8 +70,9 @@ const char *metric_format_float(double v, char *buf);
 /* Register the process_* families (computed at render time from /proc/self, client_golang's names and
  * HELP texts): process_cpu_seconds_total, process_max_fds, process_open_fds,
  * process_resident_memory_bytes, process_start_time_seconds, process_virtual_memory_bytes,
- * process_virtual_memory_max_bytes. They render at this point of the registration order; a value
- * that cannot be read is left out. Adding it twice is a no-op. */
+ * process_virtual_memory_max_bytes. They render at this point of the registration order (Go puts them
+ * after konnectivity_*, so add the collector last); a value that cannot be read is left out. Adding it
+ * twice is a no-op; on out-of-memory it is not added. */
 void metrics_add_process_collector(MetricsRegistry *r);
 
 /* ---- upstream Konnectivity families (protocol.md §9.2, §9.3) ---- */
