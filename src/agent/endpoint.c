@@ -69,6 +69,8 @@ static void endpoint_fail(Endpoint *ep, const char *error) {
                      .dial_rsp = { .error = { error, strlen(error) }, .random = ep->dial_id } };
         char did[32];
 
+        metric_add(sc->manager->metrics.endpoint_dial_failure_total,
+                   (const char *const[]){ strstr(error, "timeout") ? "timeout" : "unknown" }, 1);
         (void) snprintf(did, sizeof(did), "%" PRIi64, ep->dial_id);
         log_struct(LOG_INFO,
                    LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_DIAL_FAILED }, { "KONN_SERVER_ID", sc->server_id },
@@ -84,7 +86,8 @@ static void endpoint_send_close_rsp(Endpoint *ep) {
         Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = ep->connect_id };
 
         if (ep->call) {
-                (void) grpc_call_send_packet(ep->call, &p);
+                if (grpc_call_send_packet(ep->call, &p) >= 0)
+                        manager_count_packet(ep->sc->manager, METRICS_SEGMENT_FROM_AGENT, p.type);
                 grpc_call_finish(ep->call, GRPC_STATUS_OK, NULL);
                 ep->call = NULL;
         } else
@@ -108,6 +111,7 @@ static void on_relay_event(Relay *r, RelayEvent ev, int error, void *userdata) {
 static int stream_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Endpoint *ep = userdata;
 
+        manager_count_packet(ep->sc->manager, METRICS_SEGMENT_TO_AGENT, p->type);
         switch (p->type) {
         case PACKET_DATA:
                 return endpoint_deliver(ep, p->data.data, p->data.data_len);
@@ -159,6 +163,7 @@ static void endpoint_established(Endpoint *ep) {
                 return;
         }
         ep->state = ENDPOINT_ESTABLISHED;
+        metric_observe(sc->manager->metrics.dial_duration, NULL, (double) (now_usec() - ep->start_usec) / USEC_PER_SEC);
         if (sc->tunnel_streams) {
                 /* konn-to-konn mode: opening the tunnel's own stream is the successful DIAL_RSP. */
                 char did[24], cid[24];

@@ -242,12 +242,18 @@ void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready) {
                         /* Reached a replica we already have: not a failure, no backoff (§3.4). */
                         manager_schedule_sync(m, jitter(m, c->sync_interval_usec));
                 else {
+                        metric_add(m->metrics.server_connection_failure_count, (const char *const[]){ "to_server" }, 1);
                         manager_schedule_sync(m, jitter(m, m->backoff_usec));
                         m->backoff_usec = MIN(m->backoff_usec * 3 / 2, c->sync_interval_cap_usec);
                 }
         } else if (was_ready)
                 manager_schedule_sync(m, 0);
         manager_update_status(m);
+}
+
+void manager_count_packet(Manager *m, const char *segment, int packet_type) {
+        metric_add(m->metrics.stream_packets_total,
+                   (const char *const[]){ segment, packet_type_to_string((PacketType) packet_type) }, 1);
 }
 
 size_t manager_n_endpoints(Manager *m) {
@@ -284,6 +290,9 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the resolver: %m");
         r = manager_parse_targets(m);
+        if (r < 0)
+                return r;
+        r = agent_health_start(m);
         if (r < 0)
                 return r;
         m->backoff_usec = c->sync_interval_usec;
@@ -402,6 +411,10 @@ int manager_new(sd_event *e, AgentConfig *config, int argc, char *argv[], Manage
         m->server_count = 1;
         if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
                 m->rng = (uint64_t) time(NULL) ^ (uint64_t) getpid();
+        if (agent_health_init(m) < 0) {
+                manager_free(m);
+                return -ENOMEM;
+        }
         *ret = m;
         return 0;
 }
@@ -419,6 +432,7 @@ Manager *manager_free(Manager *m) {
                 m->targets[i].query = resolve_query_cancel(m->targets[i].query);
                 free(m->targets[i].host);
         }
+        agent_health_done(m);
         m->resolver = resolver_free(m->resolver);
         m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
         SSL_CTX_free(m->ctx);

@@ -11,6 +11,7 @@
 
 #include "agent-config.h"
 #include "agent-forward.h"
+#include "health.h"
 #include "macro.h"
 #include "resolver.h"
 #include "sock.h"
@@ -55,6 +56,8 @@ struct Manager {
         unsigned n_fresh;
         uint64_t book_usec;                     /* when the address book was last refreshed */
         bool draining;            /* stopping: DRAIN sent, no new connections or dials */
+        AgentHealth health;
+        AgentMetrics metrics;
         sd_event_source *stop_timer;
         uint64_t stop_deadline;
 };
@@ -70,6 +73,8 @@ void manager_stop(Manager *m);
  * running one. Existing server connections and tunnels are untouched; new connections use the new material. */
 void manager_reload(Manager *m);
 size_t manager_n_endpoints(Manager *m);
+/* Metrics (upstream names, §9.3): "from_agent" for packets sent, "to_agent" for packets received. */
+void manager_count_packet(Manager *m, const char *segment, int packet_type);
 /* Called by a ServerConn when it became ready (true) or failed/closed (false, before it is freed). */
 void manager_conn_ready(Manager *m, ServerConn *sc);
 void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready);

@@ -55,6 +55,7 @@ static int on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         ServerConn *sc = userdata;
         Endpoint *ep;
 
+        manager_count_packet(sc->manager, METRICS_SEGMENT_TO_AGENT, p->type);
         switch (p->type) {
         case PACKET_DIAL_REQ: {
                 int r = endpoint_dial(sc, p);
@@ -326,6 +327,8 @@ int server_conn_send(ServerConn *sc, const Packet *p) {
         if (!sc->call)
                 return -ENOTCONN;
         r = grpc_call_send_packet(sc->call, p);
+        if (r >= 0)
+                manager_count_packet(sc->manager, METRICS_SEGMENT_FROM_AGENT, p->type);
         if (r < 0) {
                 log_warning_errno(r, "Failed to send %s to server '%s', dropping the connection: %m",
                                   packet_type_to_string(p->type), sc->server_id);

@@ -34,6 +34,7 @@ static int backend_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Manager *m = b->manager;
         Tunnel *t;
 
+        manager_count_packet(m, "from_agent", p->type);
         switch (p->type) {
         case PACKET_DIAL_RSP: {
                 t = idmap_get(m->pending, p->dial_rsp.random);
@@ -41,6 +42,7 @@ static int backend_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
                         /* A dial nobody waits for any more (or not this stream's): clean up on the agent. */
                         log_debug("DIAL_RSP for unknown dial %" PRIi64 " from agent '%s'.", p->dial_rsp.random,
                                   b->agent_id);
+                        manager_count_dial_failure(m, "unrecognized_response");
                         if (p->dial_rsp.error.len == 0 && p->dial_rsp.connect_id != 0)
                                 (void) backend_close_unknown(b, p->dial_rsp.connect_id);
                         return 0;
@@ -98,6 +100,8 @@ int backend_send(Backend *b, const Packet *p) {
         if (!b->call)
                 return -ENOTCONN;
         r = grpc_call_send_packet(b->call, p);
+        if (r >= 0)
+                manager_count_packet(b->manager, "to_agent", p->type);
         if (r < 0) {
                 log_struct_errno(LOG_WARNING, r, LOG_FIELDS({ "KONN_AGENT_ID", b->agent_id }),
                                  "Failed to send %s to agent '%s', dropping its stream: %m",

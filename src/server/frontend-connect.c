@@ -266,6 +266,7 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                 if (n <= 0) {
                         if (t->state == TUNNEL_PENDING) {
                                 /* Client gave up while its dial is pending: tell the agent, forget it. */
+                                manager_count_dial_failure(t->manager, "frontend_close");
                                 Packet p = { .type = PACKET_DIAL_CLS, .dial_cls.random = t->dial_id };
                                 Backend *b = t->backend;
 

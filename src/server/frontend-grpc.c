@@ -27,6 +27,8 @@ static int front_send(Tunnel *t, const Packet *p) {
         r = grpc_call_send_packet(t->fcall, p);
         if (r < 0)
                 log_debug_errno(r, "Failed to send %s to frontend %s: %m", packet_type_to_string(p->type), t->peer);
+        else
+                manager_count_packet(t->manager, "to_client", p->type);
         return r;
 }
 
@@ -252,6 +254,7 @@ static void front_close_request(Tunnel *t, const Packet *p) {
 static int front_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Tunnel *t = userdata;
 
+        manager_count_packet(t->manager, "from_client", p->type);
         if (t->ignore_input)
                 return 0;
         switch (p->type) {
@@ -268,6 +271,7 @@ static int front_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
                         Packet c = { .type = PACKET_DIAL_CLS, .dial_cls.random = t->dial_id };
                         Backend *b = t->backend;
 
+                        manager_count_dial_failure(t->manager, "frontend_close");
                         tunnel_unpend(t);
                         t->state = TUNNEL_CLOSING;
                         front_finish(t);
@@ -292,6 +296,7 @@ static void front_on_end(GrpcCall *call, int status, const char *message, void *
         }
         if (t->state == TUNNEL_PENDING) {
                 /* §5.2: pending dials of a stream that ends are cancelled towards the agent. */
+                manager_count_dial_failure(t->manager, "frontend_close");
                 Packet c = { .type = PACKET_DIAL_CLS, .dial_cls.random = t->dial_id };
                 tunnel_free(t);
                 (void) backend_send(b, &c);

@@ -256,6 +256,15 @@ int64_t manager_new_dial_id(Manager *m) {
         }
 }
 
+void manager_count_packet(Manager *m, const char *segment, int packet_type) {
+        metric_add(m->metrics.stream_packets_total,
+                   (const char *const[]){ segment, packet_type_to_string((PacketType) packet_type) }, 1);
+}
+
+void manager_count_dial_failure(Manager *m, const char *reason) {
+        metric_add(m->metrics.dial_failure_count, (const char *const[]){ reason }, 1);
+}
+
 void manager_update_status(Manager *m) {
         (void) sd_notifyf(false, "STATUS=%u agent stream%s, %u frontend connection%s", m->n_backends,
                           m->n_backends == 1 ? "" : "s", m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
@@ -363,6 +372,9 @@ int manager_start(Manager *m) {
         r = sd_event_add_io(m->event, &m->frontend_source, m->frontend_fd, EPOLLIN, on_frontend_accept, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the frontend listener: %m");
+        r = server_health_start(m);
+        if (r < 0)
+                return r;
 
         if (has_uds(c) || m->frontend_passed)
                 log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_STARTED }, { "KONN_SERVER_ID", c->server_id }),
@@ -502,6 +514,10 @@ int manager_new(sd_event *e, ServerConfig *config, int argc, char *argv[], Manag
         }
         if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
                 m->rng = (uint64_t) time(NULL) ^ (uint64_t) getpid();
+        if (server_health_init(m) < 0) {
+                manager_free(m);
+                return -ENOMEM;
+        }
         *ret = m;
         return 0;
 }
@@ -518,6 +534,7 @@ Manager *manager_free(Manager *m) {
                 h2conn_free(l->conn);
                 link_free(l);
         }
+        server_health_done(m);
         m->agent_source = sd_event_source_disable_unref(m->agent_source);
         m->frontend_source = sd_event_source_disable_unref(m->frontend_source);
         m->agent_fd = safe_close(m->agent_fd);

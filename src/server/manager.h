@@ -10,6 +10,7 @@
 #include <openssl/ssl.h>
 #include <systemd/sd-event.h>
 
+#include "health.h"
 #include "idmap.h"
 #include "macro.h"
 #include "server-config.h"
@@ -35,6 +36,8 @@ struct Manager {
         uint64_t rng;
         bool frontend_passed;  /* the frontend socket came from systemd: not ours to unlink */
         bool stopping;
+        ServerHealth health;
+        ServerMetrics metrics;
         sd_event_source *stop_timer;
         uint64_t stop_deadline;
 };
@@ -54,5 +57,8 @@ Backend *manager_pick_backend(Manager *m, const char *address);
 /* A fresh dial ID: positive int63, not in use. */
 int64_t manager_new_dial_id(Manager *m);
 void manager_update_status(Manager *m);
+/* Metrics (upstream names, §9.2). */
+void manager_count_packet(Manager *m, const char *segment, int packet_type);
+void manager_count_dial_failure(Manager *m, const char *reason);
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

@@ -101,6 +101,9 @@ Tunnel *tunnel_free(Tunnel *t) {
         LIST_REMOVE(tunnels, t->manager->tunnels, t);
         t->manager->n_tunnels--;
         t->timer = sd_event_source_disable_unref(t->timer);
+        if (t->established_usec > 0)
+                metric_observe(t->manager->metrics.connection_duration, NULL,
+                               (double) (now_usec() - t->established_usec) / USEC_PER_SEC);
         if (t->kind == TUNNEL_CONNECT)
                 connect_tunnel_free(t);
         else
@@ -133,6 +136,8 @@ void tunnel_send_close(Tunnel *t) {
                 /* In-band on the tunnel's own stream; the stream ends when the tunnel is freed. */
                 if (grpc_call_send_packet(t->acall, &p) < 0)
                         grpc_call_abort(t->acall, GRPC_STATUS_CANCELLED, NULL), t->acall = NULL;
+                else
+                        manager_count_packet(t->manager, "to_agent", p.type);
                 return;
         }
         if (b)
@@ -153,6 +158,7 @@ static int on_dial_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                    t->dest, t->manager->config->backend_dial_timeout_usec / USEC_PER_MSEC);
         tunnel_unpend(t);
         t->state = TUNNEL_CLOSING;
+        manager_count_dial_failure(t->manager, "backend_dial_timeout");
         if (t->kind == TUNNEL_CONNECT)
                 connect_dial_timed_out(t);
         else
@@ -170,8 +176,10 @@ int tunnel_request_dial(Tunnel *t) {
         int r;
 
         b = manager_pick_backend(m, t->dest);
-        if (!b)
+        if (!b) {
+                manager_count_dial_failure(m, "no_agent");
                 return -ENOENT;
+        }
         p = (Packet){ .type = PACKET_DIAL_REQ,
                       .dial_req = { .protocol = { "tcp", 3 },
                                     .address = { t->dest, strlen(t->dest) },
@@ -188,6 +196,7 @@ int tunnel_request_dial(Tunnel *t) {
         }
         t->backend = b;
         t->state = TUNNEL_PENDING;
+        t->dial_usec = now_usec();
         LIST_PREPEND(pending, b->pending, t);
         b->n_pending++;
         t->timer = sd_event_source_disable_unref(t->timer);
@@ -234,6 +243,7 @@ bool tunnel_establish(Tunnel *t, int64_t connect_id) {
 static int stream_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Tunnel *t = userdata;
 
+        manager_count_packet(t->manager, "from_agent", p->type);
         switch (p->type) {
         case PACKET_DATA:
                 return tunnel_deliver(t, p->data.data, p->data.data_len);
@@ -293,6 +303,8 @@ void tunnel_dial_succeeded(Tunnel *t, int64_t connect_id) {
                 tunnel_dial_failed(t, "agent reused a connection ID");
                 return;
         }
+        t->established_usec = now_usec();
+        metric_observe(t->manager->metrics.dial_duration, NULL, (double) (t->established_usec - t->dial_usec) / USEC_PER_SEC);
         tunnel_log_opened(t);
         if (t->kind == TUNNEL_CONNECT)
                 connect_dial_succeeded(t);
@@ -312,6 +324,7 @@ void tunnel_dial_failed(Tunnel *t, const char *error) {
                    t->backend ? t->backend->agent_id : "?", error);
         tunnel_unpend(t);
         t->state = TUNNEL_CLOSING;
+        manager_count_dial_failure(t->manager, "error_response");
         if (t->kind == TUNNEL_CONNECT)
                 connect_dial_failed(t, error);
         else
@@ -330,6 +343,8 @@ void tunnel_dial_closed(Tunnel *t) {
 void tunnel_backend_gone(Tunnel *t) {
         bool was_pending = t->state == TUNNEL_PENDING;
 
+        if (was_pending)
+                manager_count_dial_failure(t->manager, "backend_close");
         tunnel_unpend(t);
         tunnel_unestablish(t);
         if (!was_pending)

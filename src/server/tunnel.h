@@ -46,7 +46,7 @@ struct Tunnel {
                                       * agent's Connect stream carries it) */
         char dest[264];
         char peer[64];
-        uint64_t start_usec;
+        uint64_t start_usec, dial_usec, established_usec;
 
         /* TUNNEL_CONNECT */
         Transport t;                 /* until the relay takes it */

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "backend.h"
+#include "daemon.h"
+#include "health.h"
+#include "log.h"
+#include "manager.h"
+#include "sock.h"
+#include "tunnel.h"
+
+/* Ready ⇔ the first strategy has at least one agent (§9.1): "default" needs any, "defaultRoute" one with the
+ * default-route identifier, "destHost" one with a host identifier. */
+bool server_ready(Manager *m) {
+        const char *first = m->config->proxy_strategies ? m->config->proxy_strategies[0] : "default";
+
+        for (Backend *b = m->backends; b; b = b->backends_next) {
+                if (streq_ptr(first, "defaultRoute") && !b->default_route)
+                        continue;
+                if (streq_ptr(first, "destHost") && !(b->hosts && b->hosts[0]))
+                        continue;
+                return true;
+        }
+        return false;
+}
+
+/* Gauges are read off the live state when scraped, so they can never drift. */
+static void update_gauges(Manager *m) {
+        ServerMetrics *sm = &m->metrics;
+        unsigned agents = 0, pending = 0, established = 0, http = 0, proxy = 0;
+
+        for (Backend *b = m->backends; b; b = b->backends_next) {
+                if (!b->superseded)
+                        agents++;
+                pending += b->n_pending;
+                established += (unsigned) idmap_size(b->tunnels);
+        }
+        for (Tunnel *t = m->tunnels; t; t = t->tunnels_next) {
+                if (t->kind == TUNNEL_CONNECT)
+                        http++;
+                else if (t->fcall)
+                        proxy++;
+        }
+        metric_set(sm->grpc_connections, (const char *const[]){ "Connect" }, m->n_backends);
+        metric_set(sm->grpc_connections, (const char *const[]){ "Proxy" }, proxy);
+        metric_set(sm->http_connections, NULL, http);
+        metric_set(sm->ready_backend_connections, NULL, agents);
+        metric_set(sm->pending_backend_dials, NULL, pending);
+        metric_set(sm->established_connections, NULL, established);
+        for (char **st = m->config->proxy_strategies; st && *st; st++) {
+                unsigned n = 0;
+                for (Backend *b = m->backends; b; b = b->backends_next) {
+                        if (b->superseded)
+                                continue;
+                        if (streq(*st, "default") || (streq(*st, "defaultRoute") && b->default_route) ||
+                            (streq(*st, "destHost") && b->hosts && b->hosts[0]))
+                                n++;
+                }
+                metric_set(sm->ready_backends, (const char *const[]){ *st }, n);
+        }
+}
+
+static int respond_metrics(Manager *m, HttpResponse *ret) {
+        size_t len;
+        int r;
+
+        update_gauges(m);
+        r = metrics_render(m->health.registry, &ret->body, &len);
+        if (r < 0)
+                return r;
+        ret->status = 200;
+        ret->body_len = len;
+        ret->content_type = METRICS_CONTENT_TYPE;
+        return 0;
+}
+
+static int on_health(const HttpRequest *req, HttpResponse *ret, void *userdata) {
+        Manager *m = userdata;
+
+        if (streq(req->path, "/healthz") || streq(req->path, "/livez"))
+                return http_response_set_text(ret, 200, "ok");
+        if (streq(req->path, "/readyz") || streq(req->path, "/ready"))
+                return server_ready(m) ? http_response_set_text(ret, 200, "ok")
+                                       : http_response_set_text(ret, 500, "no connection to any proxy agent");
+        if (streq(req->path, "/metrics"))
+                return respond_metrics(m, ret);
+        return http_response_set_text(ret, 404, "404 page not found\n");
+}
+
+static void json_string(FILE *f, const char *s) {
+        fputc('"', f);
+        for (const unsigned char *p = (const unsigned char *) (s ?: ""); *p; p++) {
+                if (*p == '"' || *p == '\\')
+                        fprintf(f, "\\%c", *p);
+                else if (*p < 0x20)
+                        fprintf(f, "\\u%04x", *p);
+                else
+                        fputc(*p, f);
+        }
+        fputc('"', f);
+}
+
+static int respond_json(Manager *m, bool tunnels, HttpResponse *ret) {
+        uint64_t now = now_usec();
+        size_t len = 0;
+        char *buf = NULL;
+        bool first = true;
+        FILE *f;
+
+        f = open_memstream(&buf, &len);
+        if (!f)
+                return -ENOMEM;
+        fputs("[", f);
+        if (!tunnels)
+                for (Backend *b = m->backends; b; b = b->backends_next) {
+                        fputs(first ? "\n  {\"id\": " : ",\n  {\"id\": ", f);
+                        first = false;
+                        json_string(f, b->agent_id);
+                        fputs(", \"identifiers\": ", f);
+                        json_string(f, b->identifiers);
+                        fputs(", \"peer\": ", f);
+                        json_string(f, b->peer);
+                        fprintf(f, ", \"since\": %" PRIu64 ", \"draining\": %s, \"tunnel_streams\": %s, "
+                                "\"tunnels\": %zu, \"pending_dials\": %u}",
+                                b->since_usec / USEC_PER_SEC, b->draining ? "true" : "false",
+                                b->tunnel_streams ? "true" : "false", idmap_size(b->tunnels), b->n_pending);
+                }
+        else
+                for (Tunnel *t = m->tunnels; t; t = t->tunnels_next) {
+                        uint64_t in = t->kind == TUNNEL_CONNECT ? t->relay.bytes_in : t->bytes_in;
+                        uint64_t out = t->kind == TUNNEL_CONNECT ? t->relay.bytes_out : t->bytes_out;
+                        static const char *const states[] = { "handshake", "header", "pending", "established",
+                                                              "closing" };
+
+                        fprintf(f, "%s  {\"dial_id\": %" PRIi64 ", \"connect_id\": %" PRIi64 ", \"frontend\": \"%s\", "
+                                "\"state\": \"%s\", \"destination\": ",
+                                first ? "\n" : ",\n", t->dial_id, t->connect_id,
+                                t->kind == TUNNEL_CONNECT ? "http-connect" : "grpc", states[t->state]);
+                        first = false;
+                        json_string(f, t->dest);
+                        fputs(", \"agent\": ", f);
+                        json_string(f, t->backend ? t->backend->agent_id : NULL);
+                        fprintf(f, ", \"age_seconds\": %.3f, \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64 "}",
+                                (double) (now - t->start_usec) / USEC_PER_SEC, in, out);
+                }
+        fputs(first ? "]\n" : "\n]\n", f);
+        if (fclose(f) != 0) {
+                free(buf);
+                return -ENOMEM;
+        }
+        ret->status = 200;
+        ret->body = buf;
+        ret->body_len = len;
+        ret->content_type = "application/json";
+        return 0;
+}
+
+static int on_admin(const HttpRequest *req, HttpResponse *ret, void *userdata) {
+        Manager *m = userdata;
+
+        if (streq(req->path, "/metrics"))
+                return respond_metrics(m, ret);
+        if (streq(req->path, "/agents"))
+                return respond_json(m, false, ret);
+        if (streq(req->path, "/tunnels"))
+                return respond_json(m, true, ret);
+        return http_response_set_text(ret, 404, "404 page not found\n");
+}
+
+static int listen_http(Manager *m, const char *name, const char *bind, int64_t port, http_handler_t h,
+                       HttpServer **ret) {
+        int fd, r;
+
+        fd = daemon_take_listen_fd(name);
+        if (fd < 0) {
+                if (port == 0)
+                        return 0;
+                fd = sock_listen_tcp(bind, (uint16_t) port);
+                if (fd < 0)
+                        return log_error_errno(fd, "Failed to listen on the %s port %s:%" PRIi64 ": %m", name,
+                                               bind ?: "", port);
+        }
+        r = http_server_new(m->event, fd, h, m, ret);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the %s listener: %m", name);
+        return 0;
+}
+
+int server_health_init(Manager *m) {
+        int r;
+
+        m->health.registry = metrics_registry_new();
+        if (!m->health.registry)
+                return log_oom();
+        r = server_metrics_init(m->health.registry, &m->metrics, m->config->proxy_strategies);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up metrics: %m");
+        metrics_add_process_collector(m->health.registry);
+        return 0;
+}
+
+int server_health_start(Manager *m) {
+        const ServerConfig *c = m->config;
+        int r;
+
+        r = listen_http(m, "health", c->health_bind_address, c->health_port, on_health, &m->health.health);
+        if (r < 0)
+                return r;
+        return listen_http(m, "admin", c->admin_bind_address, c->admin_port, on_admin, &m->health.admin);
+}
+
+void server_health_done(Manager *m) {
+        m->health.health = http_server_free(m->health.health);
+        m->health.admin = http_server_free(m->health.admin);
+        m->health.registry = metrics_registry_free(m->health.registry);
+}
