@@ -48,7 +48,10 @@ Endpoint *endpoint_free(Endpoint *ep) {
                 (void) idmap_remove(sc->endpoints, ep->connect_id);
         if (idmap_get(sc->dials, ep->dial_id) == ep)
                 (void) idmap_remove(sc->dials, ep->dial_id);
-        ep->query = resolve_query_cancel(ep->query);
+        if (ep->dial) {
+                ep->dial->query = resolve_query_cancel(ep->dial->query);
+                ep->dial = mfree(ep->dial);
+        }
         if (ep->relay_live)
                 relay_done(&ep->relay);
         if (ep->call) {
@@ -59,6 +62,7 @@ Endpoint *endpoint_free(Endpoint *ep) {
         ep->io = sd_event_source_disable_unref(ep->io);
         ep->timer = sd_event_source_disable_unref(ep->timer);
         ep->fd = safe_close(ep->fd);
+        free(ep->address);
         free(ep);
         return NULL;
 }
@@ -151,6 +155,7 @@ static void endpoint_established(Endpoint *ep) {
 
         ep->io = sd_event_source_disable_unref(ep->io);
         ep->timer = sd_event_source_disable_unref(ep->timer);
+        ep->dial = mfree(ep->dial);
         (void) idmap_remove(sc->dials, ep->dial_id);
         sock_set_nodelay(ep->fd);
         transport_init(&t, TAKE_FD(ep->fd), NULL);
@@ -211,7 +216,7 @@ static int on_connect_io(sd_event_source *s, int fd, uint32_t revents, void *use
         if (r == -EINPROGRESS || r == -EALREADY)
                 return 0;
         if (r < 0) {
-                ep->last_error = r;
+                ep->dial->last_error = r;
                 ep->io = sd_event_source_disable_unref(ep->io);
                 ep->fd = safe_close(ep->fd);
                 endpoint_try_next(ep);
@@ -224,14 +229,14 @@ static int on_connect_io(sd_event_source *s, int fd, uint32_t revents, void *use
 static void endpoint_try_next(Endpoint *ep) {
         char err[512];
 
-        while (ep->next_addr < ep->n_addrs) {
-                unsigned i = ep->next_addr++;
+        while (ep->dial->next_addr < ep->dial->n_addrs) {
+                unsigned i = ep->dial->next_addr++;
                 bool in_progress = false;
                 int fd, r;
 
-                fd = sock_connect_start(&ep->addrs[i], ep->addr_lens[i], &in_progress);
+                fd = sock_connect_start(&ep->dial->addrs[i], ep->dial->addr_lens[i], &in_progress);
                 if (fd < 0) {
-                        ep->last_error = fd;
+                        ep->dial->last_error = fd;
                         continue;
                 }
                 ep->fd = fd;
@@ -241,7 +246,7 @@ static void endpoint_try_next(Endpoint *ep) {
                 }
                 r = sd_event_add_io(ep->sc->manager->event, &ep->io, fd, EPOLLOUT, on_connect_io, ep);
                 if (r < 0) {
-                        ep->last_error = r;
+                        ep->dial->last_error = r;
                         ep->fd = safe_close(ep->fd);
                         continue;
                 }
@@ -250,11 +255,11 @@ static void endpoint_try_next(Endpoint *ep) {
         /* Go reports the error of the first address tried; we report the last, which for one address is the same. */
         {
                 char addr[300];
-                if (ep->n_addrs == 1)
-                        (void) sock_addr_to_string(&ep->addrs[0], ep->addr_lens[0], addr, sizeof(addr));
+                if (ep->dial->n_addrs == 1)
+                        (void) sock_addr_to_string(&ep->dial->addrs[0], ep->dial->addr_lens[0], addr, sizeof(addr));
                 else
                         (void) snprintf(addr, sizeof(addr), "%s", ep->address);
-                (void) sock_format_dial_error(addr, ep->last_error ?: -ECONNREFUSED, err, sizeof(err));
+                (void) sock_format_dial_error(addr, ep->dial->last_error ?: -ECONNREFUSED, err, sizeof(err));
         }
         endpoint_fail(ep, err);
 }
@@ -263,17 +268,17 @@ static void on_resolved(ResolveQuery *q, int error, const char *reason, const st
         Endpoint *ep = userdata;
         char err[512];
 
-        ep->query = NULL;
+        ep->dial->query = NULL;
         if (error < 0) {
-                (void) sock_format_lookup_error(ep->host, reason, err, sizeof(err));
+                (void) sock_format_lookup_error(ep->dial->host, reason, err, sizeof(err));
                 endpoint_fail(ep, err);
                 return;
         }
-        for (const struct addrinfo *a = ai; a && ep->n_addrs < ENDPOINT_MAX_ADDRS; a = a->ai_next) {
+        for (const struct addrinfo *a = ai; a && ep->dial->n_addrs < ENDPOINT_MAX_ADDRS; a = a->ai_next) {
                 if (a->ai_addrlen > sizeof(SockAddr))
                         continue;
-                memcpy(&ep->addrs[ep->n_addrs], a->ai_addr, a->ai_addrlen);
-                ep->addr_lens[ep->n_addrs++] = a->ai_addrlen;
+                memcpy(&ep->dial->addrs[ep->dial->n_addrs], a->ai_addr, a->ai_addrlen);
+                ep->dial->addr_lens[ep->dial->n_addrs++] = a->ai_addrlen;
         }
         ep->state = ENDPOINT_CONNECTING;
         endpoint_try_next(ep);
@@ -283,8 +288,8 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Endpoint *ep = userdata;
         char err[512], addr[300];
 
-        if (ep->state == ENDPOINT_CONNECTING && ep->next_addr > 0)
-                (void) sock_addr_to_string(&ep->addrs[ep->next_addr - 1], ep->addr_lens[ep->next_addr - 1], addr,
+        if (ep->state == ENDPOINT_CONNECTING && ep->dial->next_addr > 0)
+                (void) sock_addr_to_string(&ep->dial->addrs[ep->dial->next_addr - 1], ep->dial->addr_lens[ep->dial->next_addr - 1], addr,
                                            sizeof(addr));
         else
                 (void) snprintf(addr, sizeof(addr), "%s", ep->address);
@@ -320,8 +325,14 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
         ep->connect_id = connect_id;
         ep->dial_id = p->dial_req.random;
         ep->start_usec = now_usec();
-        (void) snprintf(ep->address, sizeof(ep->address), "%.*s", (int) MIN(p->dial_req.address.len, (size_t) 270),
-                        p->dial_req.address.ptr);
+        ep->address = strndup(p->dial_req.address.ptr, MIN(p->dial_req.address.len, (size_t) 270));
+        ep->dial = calloc(1, sizeof(EndpointDial));
+        if (!ep->address || !ep->dial) {
+                free(ep->address);
+                free(ep->dial);
+                free(ep);
+                return -ENOMEM;
+        }
         (void) snprintf(proto, sizeof(proto), "%.*s", (int) MIN(p->dial_req.protocol.len, (size_t) 15),
                         p->dial_req.protocol.ptr);
         r = idmap_put(sc->endpoints, connect_id, ep);
@@ -336,7 +347,7 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
                 endpoint_fail(ep, err);
                 return 0;
         }
-        r = sock_split_host_port(ep->address, ep->host, sizeof(ep->host), &ep->port, &reason);
+        r = sock_split_host_port(ep->address, ep->dial->host, sizeof(ep->dial->host), &ep->dial->port, &reason);
         if (r < 0) {
                 (void) sock_format_address_error(ep->address, reason ?: "invalid address", err, sizeof(err));
                 endpoint_fail(ep, err);
@@ -348,9 +359,9 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
                 endpoint_fail(ep, "dial tcp: cannot arm dial timer");
                 return 0;
         }
-        r = sock_parse_numeric(ep->host, ep->port, &ep->addrs[0], &ep->addr_lens[0]);
+        r = sock_parse_numeric(ep->dial->host, ep->dial->port, &ep->dial->addrs[0], &ep->dial->addr_lens[0]);
         if (r >= 0) {
-                ep->n_addrs = 1;
+                ep->dial->n_addrs = 1;
                 ep->state = ENDPOINT_CONNECTING;
                 endpoint_try_next(ep);
                 return 0;
@@ -361,9 +372,9 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
                 return 0;
         }
         ep->state = ENDPOINT_RESOLVING;
-        r = resolver_resolve(m->resolver, ep->host, ep->port, on_resolved, ep, &ep->query);
+        r = resolver_resolve(m->resolver, ep->dial->host, ep->dial->port, on_resolved, ep, &ep->dial->query);
         if (r < 0) {
-                (void) sock_format_lookup_error(ep->host, resolve_error_to_string(r), err, sizeof(err));
+                (void) sock_format_lookup_error(ep->dial->host, resolve_error_to_string(r), err, sizeof(err));
                 endpoint_fail(ep, err);
         }
         return 0;

@@ -23,11 +23,8 @@ typedef enum EndpointState {
         ENDPOINT_CLOSING,
 } EndpointState;
 
-struct Endpoint {
-        ServerConn *sc;
-        EndpointState state;
-        int64_t connect_id, dial_id;
-        char address[272];      /* as requested, "host:port" */
+/* What a dial needs only while it is in progress; freed once connected, so an open connection stays small. */
+typedef struct EndpointDial {
         char host[256];
         uint16_t port;
         ResolveQuery *query;
@@ -35,6 +32,14 @@ struct Endpoint {
         socklen_t addr_lens[ENDPOINT_MAX_ADDRS];
         unsigned n_addrs, next_addr;
         int last_error;
+} EndpointDial;
+
+struct Endpoint {
+        ServerConn *sc;
+        EndpointState state;
+        int64_t connect_id, dial_id;
+        char *address;          /* as requested, "host:port" */
+        EndpointDial *dial;     /* while resolving/connecting */
         int fd;
         sd_event_source *io, *timer;
         Relay relay;
