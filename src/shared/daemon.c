@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "config.h"
 
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
@@ -38,6 +39,10 @@ int daemon_event_new(const DaemonHooks *h, sd_event **ret) {
         int r;
 
         hooks = h ? *h : (DaemonHooks){};
+        /* No openssl.cnf (a daemon's TLS settings are its own) and no error-string tables: keeps OpenSSL from
+         * touching megabytes of its library at start-up. Reasons are still reported by code. */
+        (void) OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_LOAD_SSL_STRINGS |
+                                OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS, NULL);
         (void) sigemptyset(&ss);
         (void) sigaddset(&ss, SIGTERM);
         (void) sigaddset(&ss, SIGINT);
