@@ -289,6 +289,10 @@ static void front_on_end(GrpcCall *call, int status, const char *message, void *
         Tunnel *t = userdata;
         Backend *b = t->backend;
 
+        if (status != GRPC_STATUS_OK && status != GRPC_STATUS_CANCELLED && status != GRPC_STATUS_UNAVAILABLE)
+                /* h2conn ended it over bad input (malformed, mismatched, oversized, compressed, truncated). */
+                log_warning("Dropping a stream from frontend %s: %s (%s).", t->peer, message ?: "invalid input",
+                            grpc_status_to_string(status));
         t->fcall = NULL;
         if (t->forwarding) {
                 forwarder_forget_call(&t->to_agent, call);
@@ -315,13 +319,13 @@ static const GrpcCallHandler front_handler = {
         .on_end = front_on_end,
 };
 
-int grpc_frontend_on_call(Manager *m, GrpcCall *call, const char **ret_message) {
+int grpc_frontend_on_call(Manager *m, const char *peer, GrpcCall *call, const char **ret_message) {
         Tunnel *t;
         int r;
 
         if (!streq_ptr(grpc_call_path(call), "/ProxyService/Proxy"))
                 return GRPC_STATUS_UNIMPLEMENTED;
-        t = tunnel_alloc(m, TUNNEL_GRPC, "grpc frontend");
+        t = tunnel_alloc(m, TUNNEL_GRPC, peer);
         if (!t)
                 return GRPC_STATUS_RESOURCE_EXHAUSTED;
         t->state = TUNNEL_HEADER;

@@ -40,7 +40,7 @@ static int link_on_call(H2Conn *c, GrpcCall *call, const char **ret_message, voi
 
         l->got_call = true;
         if (l->frontend)
-                return grpc_frontend_on_call(l->manager, call, ret_message);
+                return grpc_frontend_on_call(l->manager, l->peer, call, ret_message);
         if (streq_ptr(grpc_call_path(call), KONN_TUNNEL_STREAM_PATH)) {
                 /* A tunnel's own stream belongs to the Connect stream on the same connection. */
                 for (Backend *b = l->manager->backends; b; b = b->backends_next)

@@ -105,7 +105,7 @@ int connect_deliver(Tunnel *t, const uint8_t *data, size_t len);
 void connect_remote_closed(Tunnel *t);
 
 /* frontend-grpc.c */
-int grpc_frontend_on_call(Manager *m, GrpcCall *call, const char **ret_message);
+int grpc_frontend_on_call(Manager *m, const char *peer, GrpcCall *call, const char **ret_message);
 void grpc_tunnel_free(Tunnel *t);
 void grpc_dial_succeeded(Tunnel *t);
 void grpc_dial_failed(Tunnel *t, const char *error);
