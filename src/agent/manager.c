@@ -336,12 +336,14 @@ void manager_stop(Manager *m) {
                         (void) server_conn_send(sc, &drain);
         n = manager_n_endpoints(m);
         manager_update_status(m);
-        if (n == 0 || m->config->drain_timeout_usec == 0) {
+        if (m->config->drain_timeout_usec == 0) {
                 (void) sd_event_exit(m->event, 0);
                 return;
         }
-        log_info("Draining: waiting up to %" PRIu64 " s for %zu connection%s to finish.",
-                 m->config->drain_timeout_usec / USEC_PER_SEC, n, n == 1 ? "" : "s");
+        /* Even with nothing open, go through one tick so the DRAIN packets actually leave. */
+        if (n > 0)
+                log_info("Draining: waiting up to %" PRIu64 " s for %zu connection%s to finish.",
+                         m->config->drain_timeout_usec / USEC_PER_SEC, n, n == 1 ? "" : "s");
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         m->stop_deadline = now + m->config->drain_timeout_usec;
         r = sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC, 0,

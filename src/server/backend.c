@@ -14,7 +14,8 @@ static void backend_on_end(GrpcCall *call, int status, const char *message, void
         Backend *b = userdata;
 
         b->call = NULL;
-        if (status == GRPC_STATUS_OK || status == GRPC_STATUS_CANCELLED)
+        if (status == GRPC_STATUS_OK || status == GRPC_STATUS_CANCELLED || status == GRPC_STATUS_UNAVAILABLE)
+                /* The agent went away (closed, reset, or its connection died): logged as a disconnect. */
                 backend_free(b, message ? message : "stream ended");
         else {
                 log_struct(LOG_WARNING, LOG_FIELDS({ "KONN_AGENT_ID", b->agent_id }),

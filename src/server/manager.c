@@ -25,7 +25,7 @@ struct AgentLink {
         Manager *manager;
         LIST_FIELDS(AgentLink, links);
         H2Conn *conn;
-        char peer[64];
+        char peer[128];
         bool frontend;
         bool got_call;
 };
@@ -138,7 +138,7 @@ static int on_frontend_accept(sd_event_source *s, int fd, uint32_t revents, void
         for (unsigned i = 0; i < 64; i++) {
                 SockAddr peer;
                 socklen_t plen = sizeof(peer);
-                char name[64];
+                char name[128];
                 int cfd, r;
 
                 cfd = sock_accept(fd, &peer, &plen);

@@ -61,6 +61,8 @@ void tunnel_log_closed(Tunnel *t, const char *why) {
                    "Tunnel %s to '%s' closed (%s), %s bytes in, %s bytes out.", cid, t->dest, why, in, out);
 }
 
+/* Invariant: t->backend is set only while the tunnel is indexed in that backend (its pending list or its tunnel
+ * map), so a backend that goes away can never leave a tunnel pointing at it. */
 void tunnel_unpend(Tunnel *t) {
         if (t->state != TUNNEL_PENDING)
                 return;
@@ -70,12 +72,16 @@ void tunnel_unpend(Tunnel *t) {
         if (t->backend) {
                 LIST_REMOVE(pending, t->backend->pending, t);
                 t->backend->n_pending--;
+                t->backend = NULL;
         }
 }
 
 void tunnel_unestablish(Tunnel *t) {
-        if (t->state == TUNNEL_ESTABLISHED && t->backend && idmap_get(t->backend->tunnels, t->connect_id) == t)
+        if (t->state != TUNNEL_ESTABLISHED || !t->backend)
+                return;
+        if (idmap_get(t->backend->tunnels, t->connect_id) == t)
                 (void) idmap_remove(t->backend->tunnels, t->connect_id);
+        t->backend = NULL;
 }
 
 Tunnel *tunnel_alloc(Manager *m, TunnelKind kind, const char *peer) {
@@ -216,21 +222,21 @@ bool tunnel_establish(Tunnel *t, int64_t connect_id) {
         int r;
 
         tunnel_unpend(t);
+        t->backend = b;
         t->connect_id = connect_id;
         r = idmap_put(b->tunnels, connect_id, t);
         if (r < 0) {
+                Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = connect_id };
+
                 log_warning_errno(r, "Agent '%s' answered dial %" PRIi64 " with connectID %" PRIi64
                                   " that is already in use, closing it: %m", b->agent_id, t->dial_id, connect_id);
-                t->state = TUNNEL_ESTABLISHED; /* so that tunnel_send_close() sends; the index is not ours */
-                if (t->acall) {
-                        t->connect_id = connect_id;
-                        tunnel_send_close(t);
-                } else {
-                        Packet p = { .type = PACKET_CLOSE_REQ, .close_req.connect_id = connect_id };
-                        t->state = TUNNEL_CLOSING;
-                        (void) backend_send(b, &p);
-                }
+                t->backend = NULL; /* not indexed in b */
                 t->state = TUNNEL_CLOSING;
+                if (t->acall) {
+                        if (grpc_call_send_packet(t->acall, &p) < 0)
+                                grpc_call_abort(t->acall, GRPC_STATUS_CANCELLED, NULL), t->acall = NULL;
+                } else
+                        (void) backend_send(b, &p);
                 return false;
         }
         t->state = TUNNEL_ESTABLISHED;

@@ -45,7 +45,7 @@ struct Tunnel {
         GrpcCall *acall;             /* konn-to-konn mode: the tunnel's own stream to the agent (else NULL: the
                                       * agent's Connect stream carries it) */
         char dest[264];
-        char peer[64];
+        char peer[128];
         uint64_t start_usec, dial_usec, established_usec;
 
         /* TUNNEL_CONNECT */
