@@ -17,8 +17,10 @@
 #include "manager.h"
 #include "tunnel.h"
 
-/* Request header plus whatever the client pipelines while its dial is pending. */
+/* Request header plus whatever the client pipelines while its dial is pending. The buffer starts small (a
+ * kube-apiserver CONNECT is under 100 bytes) and grows only for clients that send more. */
 #define TUNNEL_HBUF_MAX (CONNECT_HEADER_MAX + 8192)
+#define TUNNEL_HBUF_INITIAL 512
 
 void connect_tunnel_free(Tunnel *t) {
         if (t->relay_live)
@@ -90,7 +92,7 @@ void connect_dial_succeeded(Tunnel *t) {
                 r = relay_start(&t->relay, tunnel_agent_call(t), t->connect_id, (const uint8_t *) t->hbuf + t->header_len,
                                 t->hlen - t->header_len);
         t->hbuf = mfree(t->hbuf);
-        t->hlen = t->header_len = 0;
+        t->hlen = t->hcap = t->header_len = 0;
         if (r < 0) {
                 log_debug_errno(r, "Failed to start relaying tunnel %" PRIi64 ": %m", t->connect_id);
                 tunnel_send_close(t);
@@ -260,7 +262,18 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                         (void) sd_event_source_set_enabled(t->io, SD_EVENT_OFF);
                         return 0;
                 }
-                n = transport_read(&t->t, t->hbuf + t->hlen, TUNNEL_HBUF_MAX - t->hlen);
+                if (t->hlen == t->hcap) {
+                        size_t cap = MIN(t->hcap * 4, (size_t) TUNNEL_HBUF_MAX);
+                        char *nb = realloc(t->hbuf, cap);
+                        if (!nb) {
+                                log_oom();
+                                tunnel_free(t);
+                                return 0;
+                        }
+                        t->hbuf = nb;
+                        t->hcap = cap;
+                }
+                n = transport_read(&t->t, t->hbuf + t->hlen, t->hcap - t->hlen);
                 if (n == -EAGAIN)
                         break;
                 if (n <= 0) {
@@ -315,7 +328,8 @@ int connect_tunnel_new(Manager *m, int fd, bool tls, const char *peer) {
         }
         transport_init(&t->t, TAKE_FD(cfd), tc);
         t->state = tls ? TUNNEL_HANDSHAKE : TUNNEL_HEADER;
-        t->hbuf = malloc(TUNNEL_HBUF_MAX);
+        t->hcap = TUNNEL_HBUF_INITIAL;
+        t->hbuf = malloc(t->hcap);
         if (!t->hbuf) {
                 tunnel_free(t);
                 return -ENOMEM;

@@ -52,7 +52,7 @@ struct Tunnel {
         Transport t;                 /* until the relay takes it */
         sd_event_source *io, *timer;
         char *hbuf;                  /* request header + pipelined bytes, until established */
-        size_t hlen, header_len;
+        size_t hlen, hcap, header_len;
         Relay relay;
         bool relay_live;
 

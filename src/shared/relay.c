@@ -212,9 +212,24 @@ int relay_start(Relay *r, GrpcCall *call, int64_t connect_id, const uint8_t *pip
 }
 
 int relay_write_raw(Relay *r, const void *data, size_t len) {
+        size_t done = 0;
         int k;
 
         assert(r->wlen == r->woff + r->raw_prefix); /* raw bytes only ahead of payload */
+        if (r->woff >= r->wlen) {
+                /* Usually the socket takes a CONNECT response at once: no buffer needed. */
+                ssize_t n = transport_write(&r->t, data, len);
+                if (n == -EAGAIN)
+                        r->write_want = transport_write_events(&r->t);
+                else if (n < 0)
+                        return (int) n;
+                else
+                        done = (size_t) n;
+                if (done == len)
+                        return relay_update(r);
+                data = (const uint8_t *) data + done;
+                len -= done;
+        }
         k = relay_buffer(r, data, len);
         if (k < 0)
                 return k;
