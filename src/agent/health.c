@@ -9,7 +9,6 @@
 #include "health.h"
 #include "log.h"
 #include "manager.h"
-#include "sock.h"
 
 static void update_gauges(Manager *m) {
         metric_set(m->metrics.open_server_connections, NULL, m->n_ready);
@@ -81,24 +80,6 @@ static int on_admin(const HttpRequest *req, HttpResponse *ret, void *userdata) {
         return http_response_set_text(ret, 301, "");
 }
 
-static int listen_http(Manager *m, const char *name, const char *bind, int64_t port, http_handler_t h,
-                       HttpServer **ret) {
-        int fd, r;
-
-        fd = daemon_take_listen_fd(name);
-        if (fd < 0) {
-                if (port == 0)
-                        return 0;
-                fd = sock_listen_tcp(bind, (uint16_t) port);
-                if (fd < 0)
-                        return log_error_errno(fd, "Failed to listen on the %s port %s:%" PRIi64 ": %m", name,
-                                               bind ?: "", port);
-        }
-        r = http_server_new(m->event, fd, h, m, ret);
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up the %s listener: %m", name);
-        return 0;
-}
 
 int agent_health_init(Manager *m) {
         int r;
@@ -117,10 +98,10 @@ int agent_health_start(Manager *m) {
         const AgentConfig *c = m->config;
         int r;
 
-        r = listen_http(m, "health", c->health_server_host, c->health_server_port, on_health, &m->health.health);
+        r = daemon_listen_http(m->event, "health", c->health_server_host, c->health_server_port, on_health, m, &m->health.health);
         if (r < 0)
                 return r;
-        return listen_http(m, "admin", c->admin_bind_address, c->admin_server_port, on_admin, &m->health.admin);
+        return daemon_listen_http(m->event, "admin", c->admin_bind_address, c->admin_server_port, on_admin, m, &m->health.admin);
 }
 
 void agent_health_done(Manager *m) {

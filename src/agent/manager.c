@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "daemon.h"
 #include "log.h"
 #include "manager.h"
 #include "serverconn.h"
@@ -306,25 +307,14 @@ int manager_start(Manager *m) {
         return 0;
 }
 
-static int on_stop_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+static size_t stop_count(void *userdata) {
         Manager *m = userdata;
-        size_t n = manager_n_endpoints(m);
-
-        if (n == 0 || usec >= m->stop_deadline) {
-                if (n > 0)
-                        log_notice("Drain timeout reached with %zu connection%s still open, closing them.", n,
-                                   n == 1 ? "" : "s");
-                return sd_event_exit(m->event, 0);
-        }
-        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
-        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return manager_n_endpoints(m);
 }
 
 void manager_stop(Manager *m) {
         Packet drain = { .type = PACKET_DRAIN };
-        uint64_t now;
         size_t n;
-        int r;
 
         if (m->draining)
                 return;
@@ -344,12 +334,7 @@ void manager_stop(Manager *m) {
         if (n > 0)
                 log_info("Draining: waiting up to %" PRIu64 " s for %zu connection%s to finish.",
                          m->config->drain_timeout_usec / USEC_PER_SEC, n, n == 1 ? "" : "s");
-        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        m->stop_deadline = now + m->config->drain_timeout_usec;
-        r = sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC, 0,
-                                       on_stop_tick, m);
-        if (r < 0)
-                (void) sd_event_exit(m->event, 0);
+        (void) daemon_stop_wait(&m->stop_wait, m->event, m->config->drain_timeout_usec, stop_count, m, "Drain");
 }
 
 void manager_reload(Manager *m) {
@@ -436,7 +421,7 @@ Manager *manager_free(Manager *m) {
         }
         agent_health_done(m);
         m->resolver = resolver_free(m->resolver);
-        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
+        daemon_stop_wait_done(&m->stop_wait);
         SSL_CTX_free(m->ctx);
         if (m->config) {
                 agent_config_done(m->config);

@@ -12,6 +12,7 @@
 #include "agent-config.h"
 #include "agent-forward.h"
 #include "health.h"
+#include "daemon.h"
 #include "macro.h"
 #include "resolver.h"
 #include "sock.h"
@@ -58,8 +59,7 @@ struct Manager {
         bool draining;            /* stopping: DRAIN sent, no new connections or dials */
         AgentHealth health;
         AgentMetrics metrics;
-        sd_event_source *stop_timer;
-        uint64_t stop_deadline;
+        DaemonStopWait stop_wait;
 };
 
 /* Takes ownership of config (also on failure). */

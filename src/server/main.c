@@ -1,78 +1,53 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* konn-server: parse the configuration, build the Manager, run the loop, map the result to an exit code. */
+/* konn-server: the shared daemon main loop (daemon.c) around konn-server's configuration and Manager. */
 #include "config.h"
 
-#include <stdio.h>
-#include <systemd/sd-daemon.h>
-
-#include "conf.h"
 #include "daemon.h"
-#include "log.h"
 #include "manager.h"
 #include "server-config.h"
 
-static void on_stop(void *userdata) {
-        manager_stop(*(Manager **) userdata);
+static int config_load(void *c, int argc, char *argv[], ConfArgs *ret_args, char **ret_error) {
+        return server_config_load(c, argc, argv, ret_args, ret_error);
 }
 
-static void on_reload(void *userdata) {
-        manager_reload(*(Manager **) userdata);
+static void config_done(void *c) {
+        server_config_done(c);
 }
 
-static int run(int argc, char *argv[]) {
-        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
-        _cleanup_(manager_freep) Manager *m = NULL;
-        _cleanup_(conf_args_done) ConfArgs args = {};
-        _cleanup_free_ ServerConfig *config = NULL;
-        _cleanup_free_ char *error = NULL;
-        DaemonHooks hooks = { .on_stop = on_stop, .on_reload = on_reload, .userdata = &m };
-        int r;
+static int new_manager(sd_event *e, void *config, int argc, char *argv[], void **ret) {
+        return manager_new(e, config, argc, argv, (Manager **) ret);
+}
 
-        config = calloc(1, sizeof(ServerConfig));
-        if (!config)
-                return log_oom();
-        r = server_config_load(config, argc, argv, &args, &error);
-        if (r < 0)
-                return log_error_errno(r, "%s", error ?: "Out of memory.");
-        if (r == CONF_ACTION_HELP) {
-                server_config_print_help(stdout);
-                return 0;
-        }
-        if (r == CONF_ACTION_VERSION) {
-                printf("konn-server %s\n", PACKAGE_VERSION);
-                return 0;
-        }
-        log_set_target(config->log_target);
-        log_set_max_level(config->log_level);
-        if (args.check_config) {
-                server_config_done(config);
-                log_info("Configuration is valid.");
-                return 0;
-        }
+static int start(void *m) {
+        return manager_start(m);
+}
 
-        r = daemon_event_new(&hooks, &e);
-        if (r < 0) {
-                server_config_done(config);
-                return log_error_errno(r, "Failed to set up the event loop: %m");
-        }
-        r = daemon_listen_fds_init();
-        if (r < 0)
-                log_warning_errno(r, "Failed to read the sockets passed by systemd, ignoring: %m");
-        r = manager_new(e, TAKE_PTR(config), argc, argv, &m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to create the manager: %m");
-        r = manager_start(m);
-        daemon_listen_fds_done();
-        if (r < 0)
-                return r;
-        r = sd_event_loop(e);
-        if (r < 0)
-                return log_error_errno(r, "Event loop failed: %m");
-        (void) sd_notify(false, "STOPPING=1");
-        log_info("konn-server stopped.");
-        return 0;
+static void stop(void *m) {
+        manager_stop(m);
+}
+
+static void reload(void *m) {
+        manager_reload(m);
+}
+
+static void *free_manager(void *m) {
+        return manager_free(m);
 }
 
 int main(int argc, char *argv[]) {
-        return run(argc, argv) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        static const DaemonDescriptor d = {
+                .name = "konn-server",
+                .config_size = sizeof(ServerConfig),
+                .config_load = config_load,
+                .config_done = config_done,
+                .print_help = server_config_print_help,
+                .log_level_offset = offsetof(ServerConfig, log_level),
+                .log_target_offset = offsetof(ServerConfig, log_target),
+                .manager_new = new_manager,
+                .manager_start = start,
+                .manager_stop = stop,
+                .manager_reload = reload,
+                .manager_free = free_manager,
+        };
+        return daemon_main(&d, argc, argv);
 }

@@ -394,23 +394,12 @@ int manager_start(Manager *m) {
         return 0;
 }
 
-static int on_stop_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+static size_t stop_count(void *userdata) {
         Manager *m = userdata;
-
-        if (m->n_tunnels == 0 || usec >= m->stop_deadline) {
-                if (m->n_tunnels > 0)
-                        log_notice("Graceful shutdown timeout reached with %u connection%s still open, closing them.",
-                                   m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
-                return sd_event_exit(m->event, 0);
-        }
-        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
-        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return m->n_tunnels;
 }
 
 void manager_stop(Manager *m) {
-        uint64_t now;
-        int r;
-
         if (m->stopping)
                 return;
         m->stopping = true;
@@ -424,12 +413,7 @@ void manager_stop(Manager *m) {
         }
         log_info("Waiting up to %" PRIu64 " s for %u connection%s to finish.",
                  m->config->graceful_shutdown_timeout_usec / USEC_PER_SEC, m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
-        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        m->stop_deadline = now + m->config->graceful_shutdown_timeout_usec;
-        r = sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC, 0,
-                                       on_stop_tick, m);
-        if (r < 0)
-                (void) sd_event_exit(m->event, 0);
+        (void) daemon_stop_wait(&m->stop_wait, m->event, m->config->graceful_shutdown_timeout_usec, stop_count, m, "Graceful shutdown");
 }
 
 void manager_reload(Manager *m) {
@@ -541,7 +525,7 @@ Manager *manager_free(Manager *m) {
         m->frontend_fd = safe_close(m->frontend_fd);
         if (m->frontend_uds_path && !m->frontend_passed)
                 (void) unlink(m->frontend_uds_path);
-        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
+        daemon_stop_wait_done(&m->stop_wait);
         free(m->frontend_uds_path);
         SSL_CTX_free(m->agent_ctx);
         SSL_CTX_free(m->frontend_ctx);

@@ -12,6 +12,7 @@
 
 #include "health.h"
 #include "idmap.h"
+#include "daemon.h"
 #include "macro.h"
 #include "server-config.h"
 #include "server-forward.h"
@@ -38,8 +39,7 @@ struct Manager {
         bool stopping;
         ServerHealth health;
         ServerMetrics metrics;
-        sd_event_source *stop_timer;
-        uint64_t stop_deadline;
+        DaemonStopWait stop_wait;
 };
 
 /* Takes ownership of config (also on failure). */

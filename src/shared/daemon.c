@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "config.h"
 
+#include <inttypes.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "sock.h"
 
 #define LISTEN_FDS_MAX 16
 
@@ -110,4 +112,127 @@ void daemon_listen_fds_done(void) {
                 listen_names[i] = mfree(listen_names[i]);
         }
         n_listen = 0;
+}
+
+int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t port, http_handler_t h,
+                       void *userdata, HttpServer **ret) {
+        int fd, r;
+
+        fd = daemon_take_listen_fd(name);
+        if (fd < 0) {
+                if (port == 0)
+                        return 0;
+                fd = sock_listen_tcp(bind, (uint16_t) port);
+                if (fd < 0)
+                        return log_error_errno(fd, "Failed to listen on the %s port %s:%" PRIi64 ": %m", name,
+                                               bind ?: "", port);
+        }
+        r = http_server_new(e, fd, h, userdata, ret);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the %s listener: %m", name);
+        return 0;
+}
+
+static int on_stop_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+        DaemonStopWait *w = userdata;
+        size_t n = w->count(w->userdata);
+
+        if (n == 0 || usec >= w->deadline) {
+                if (n > 0)
+                        log_notice("%s timeout reached with %zu connection%s still open, closing them.", w->what, n,
+                                   n == 1 ? "" : "s");
+                return sd_event_exit(w->event, 0);
+        }
+        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+int daemon_stop_wait(DaemonStopWait *w, sd_event *e, uint64_t timeout_usec, size_t (*count)(void *userdata),
+                     void *userdata, const char *what) {
+        uint64_t now;
+        int r;
+
+        *w = (DaemonStopWait){ .event = e, .count = count, .userdata = userdata, .what = what };
+        (void) sd_event_now(e, CLOCK_MONOTONIC, &now);
+        w->deadline = now + timeout_usec;
+        r = sd_event_add_time_relative(e, &w->timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC, 0, on_stop_tick, w);
+        if (r < 0)
+                (void) sd_event_exit(e, 0);
+        return r;
+}
+
+void daemon_stop_wait_done(DaemonStopWait *w) {
+        w->timer = sd_event_source_disable_unref(w->timer);
+}
+
+static const DaemonDescriptor *descriptor;
+static void *manager;
+
+static void on_stop(void *userdata) {
+        descriptor->manager_stop(manager);
+}
+
+static void on_reload(void *userdata) {
+        descriptor->manager_reload(manager);
+}
+
+static int daemon_run(const DaemonDescriptor *d, int argc, char *argv[]) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_(conf_args_done) ConfArgs args = {};
+        _cleanup_free_ void *config = NULL;
+        _cleanup_free_ char *error = NULL;
+        DaemonHooks h = { .on_stop = on_stop, .on_reload = on_reload };
+        int r;
+
+        descriptor = d;
+        config = calloc(1, d->config_size);
+        if (!config)
+                return log_oom();
+        r = d->config_load(config, argc, argv, &args, &error);
+        if (r < 0)
+                return log_error_errno(r, "%s", error ?: "Out of memory.");
+        if (r == CONF_ACTION_HELP) {
+                d->print_help(stdout);
+                return 0;
+        }
+        if (r == CONF_ACTION_VERSION) {
+                printf("%s %s\n", d->name, PACKAGE_VERSION);
+                return 0;
+        }
+        log_set_target((LogTarget) *(const int *) ((const uint8_t *) config + d->log_target_offset));
+        log_set_max_level(*(const int *) ((const uint8_t *) config + d->log_level_offset));
+        if (args.check_config) {
+                d->config_done(config);
+                log_info("Configuration is valid.");
+                return 0;
+        }
+
+        r = daemon_event_new(&h, &e);
+        if (r < 0) {
+                d->config_done(config);
+                return log_error_errno(r, "Failed to set up the event loop: %m");
+        }
+        r = daemon_listen_fds_init();
+        if (r < 0)
+                log_warning_errno(r, "Failed to read the sockets passed by systemd, ignoring: %m");
+        r = d->manager_new(e, TAKE_PTR(config), argc, argv, &manager);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the manager: %m");
+        r = d->manager_start(manager);
+        daemon_listen_fds_done();
+        if (r >= 0) {
+                r = sd_event_loop(e);
+                if (r < 0)
+                        log_error_errno(r, "Event loop failed: %m");
+                else {
+                        (void) sd_notify(false, "STOPPING=1");
+                        log_info("%s stopped.", d->name);
+                }
+        }
+        manager = d->manager_free(manager);
+        return r;
+}
+
+int daemon_main(const DaemonDescriptor *d, int argc, char *argv[]) {
+        return daemon_run(d, argc, argv) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

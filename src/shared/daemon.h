@@ -9,6 +9,10 @@
 
 #include <systemd/sd-event.h>
 
+#include <stdio.h>
+
+#include "conf.h"
+#include "http.h"
 #include "macro.h"
 
 typedef struct DaemonHooks {
@@ -27,3 +31,43 @@ int daemon_listen_fds_init(void);
 /* The passed fd named `name` (ownership moves to the caller), or -ENOENT. */
 int daemon_take_listen_fd(const char *name);
 void daemon_listen_fds_done(void);
+/* An HTTP listener on the socket systemd passed as `name`, else on bind:port (port 0: none, *ret stays NULL).
+ * Logs its errors. */
+int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t port, http_handler_t h,
+                       void *userdata, HttpServer **ret);
+
+/* Graceful stop: check count(userdata) every 100 ms and exit the loop once it is 0 or timeout_usec has passed
+ * (then logging how many were cut off, as `what`). The first check comes after one tick, so packets queued just
+ * before (DRAIN) still leave. */
+typedef struct DaemonStopWait {
+        sd_event *event;
+        sd_event_source *timer;
+        uint64_t deadline;
+        size_t (*count)(void *userdata);
+        void *userdata;
+        const char *what;
+} DaemonStopWait;
+int daemon_stop_wait(DaemonStopWait *w, sd_event *e, uint64_t timeout_usec, size_t (*count)(void *userdata),
+                     void *userdata, const char *what);
+void daemon_stop_wait_done(DaemonStopWait *w);
+
+/* What differs between konn-server and konn-agent around the shared main loop. The config and manager types are
+ * the daemon's own; daemon_main() only moves pointers around. */
+typedef struct DaemonDescriptor {
+        const char *name;                   /* "konn-server" */
+        size_t config_size;
+        int (*config_load)(void *config, int argc, char *argv[], ConfArgs *ret_args, char **ret_error);
+        void (*config_done)(void *config);
+        void (*print_help)(FILE *f);
+        size_t log_level_offset, log_target_offset; /* int fields of the config */
+        /* Takes ownership of config (also on failure). */
+        int (*manager_new)(sd_event *e, void *config, int argc, char *argv[], void **ret);
+        int (*manager_start)(void *m);
+        void (*manager_stop)(void *m);
+        void (*manager_reload)(void *m);
+        void *(*manager_free)(void *m);
+} DaemonDescriptor;
+
+/* Parse, --help/--version/--check-config, the event loop with signals, systemd's sockets, the manager, the loop.
+ * Returns the process exit code. */
+int daemon_main(const DaemonDescriptor *d, int argc, char *argv[]);

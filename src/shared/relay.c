@@ -211,25 +211,33 @@ int relay_start(Relay *r, GrpcCall *call, int64_t connect_id, const uint8_t *pip
         return relay_update(r);
 }
 
+/* With nothing queued ahead, write straight from the caller's memory: bytes written (>= 0) or a negative errno. */
+static ssize_t relay_write_direct(Relay *r, const void *data, size_t len) {
+        ssize_t n;
+
+        if (r->woff < r->wlen)
+                return 0;
+        n = transport_write(&r->t, data, len);
+        if (n == -EAGAIN) {
+                r->write_want = transport_write_events(&r->t);
+                return 0;
+        }
+        return n;
+}
+
 int relay_write_raw(Relay *r, const void *data, size_t len) {
-        size_t done = 0;
+        ssize_t n;
         int k;
 
         assert(r->wlen == r->woff + r->raw_prefix); /* raw bytes only ahead of payload */
-        if (r->woff >= r->wlen) {
-                /* Usually the socket takes a CONNECT response at once: no buffer needed. */
-                ssize_t n = transport_write(&r->t, data, len);
-                if (n == -EAGAIN)
-                        r->write_want = transport_write_events(&r->t);
-                else if (n < 0)
-                        return (int) n;
-                else
-                        done = (size_t) n;
-                if (done == len)
-                        return relay_update(r);
-                data = (const uint8_t *) data + done;
-                len -= done;
-        }
+        /* Usually the socket takes a CONNECT response at once: no buffer needed. */
+        n = relay_write_direct(r, data, len);
+        if (n < 0)
+                return (int) n;
+        if ((size_t) n == len)
+                return relay_update(r);
+        data = (const uint8_t *) data + n;
+        len -= (size_t) n;
         k = relay_buffer(r, data, len);
         if (k < 0)
                 return k;
@@ -241,24 +249,20 @@ int relay_write_raw(Relay *r, const void *data, size_t len) {
 }
 
 int relay_deliver(Relay *r, const uint8_t *data, size_t len) {
-        size_t done = 0;
+        ssize_t n;
+        size_t done;
         int k;
 
         if (r->closing && !r->call)
                 return 0;
-        if (r->woff >= r->wlen) {
-                /* Nothing queued ahead: write straight from the HTTP/2 input, no copy. */
-                ssize_t n = transport_write(&r->t, data, len);
-                if (n == -EAGAIN)
-                        r->write_want = transport_write_events(&r->t);
-                else if (n < 0)
-                        return (int) n;
-                else
-                        done = (size_t) n;
-                r->bytes_out += done;
-                if (done == len)
-                        return 0;
-        }
+        /* Nothing queued ahead: write straight from the HTTP/2 input, no copy. */
+        n = relay_write_direct(r, data, len);
+        if (n < 0)
+                return (int) n;
+        done = (size_t) n;
+        r->bytes_out += done;
+        if (done == len)
+                return 0;
         k = relay_buffer(r, data + done, len - done);
         if (k < 0)
                 return k;
