@@ -60,8 +60,8 @@ const ConfKey agent_config_table[] = {
         BOOL("sync-forever", sync_forever, "false",
              "Keep looking for new servers after the count is reached"),
         DURATION("keepalive-time", keepalive_time_usec, SEC, TEN_YEARS, "30s",
-                 "HTTP/2 PING interval towards servers (never below 30 s towards Go servers); a server that leaves a "
-                 "PING unanswered until the next one is dropped (upstream default: 1h)"),
+                 "HTTP/2 PING interval towards servers; a server that leaves a PING unanswered until the next one "
+                 "is dropped. Go servers refuse pings more often than every 30 s (upstream default: 1h)"),
         STRING("health-server-host", health_server_host, NULL, "Health listener bind address (empty: all)"),
         PORT("health-server-port", health_server_port, 0, "8093", "Health listener port (0: disabled)"),
         STRING("admin-bind-address", admin_bind_address, "127.0.0.1", "Admin listener bind address"),

@@ -161,6 +161,9 @@ static void endpoint_established(Endpoint *ep) {
         transport_init(&t, TAKE_FD(ep->fd), NULL);
         r = relay_init(&ep->relay, sc->manager->event, &t, on_relay_event, ep);
         ep->relay_live = true;
+        ep->relay.sent_packets = sc->manager->metrics.stream_packets_total;
+        ep->relay.sent_labels[0] = METRICS_SEGMENT_FROM_AGENT;
+        ep->relay.sent_labels[1] = "DATA";
         if (r < 0) {
                 char err[512];
                 (void) snprintf(err, sizeof(err), "dial tcp %s: %s", ep->address, strerror(-r));
@@ -178,6 +181,8 @@ static void endpoint_established(Endpoint *ep) {
                 (void) snprintf(cid, sizeof(cid), "%" PRIi64, ep->connect_id);
                 r = grpc_call_start(sc->conn, KONN_TUNNEL_STREAM_PATH, sc->authority, (char *const *) md,
                                     &stream_handler, ep, &ep->call);
+                if (r >= 0)
+                        manager_count_packet(sc->manager, METRICS_SEGMENT_FROM_AGENT, PACKET_DIAL_RSP);
                 if (r < 0) {
                         char err[512];
                         (void) snprintf(err, sizeof(err), "dial tcp %s: cannot open tunnel stream: %s", ep->address,

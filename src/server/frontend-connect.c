@@ -86,6 +86,9 @@ void connect_dial_succeeded(Tunnel *t) {
         int r;
 
         r = tunnel_take_relay(t);
+        t->relay.sent_packets = t->manager->metrics.stream_packets_total;
+        t->relay.sent_labels[0] = "to_agent";
+        t->relay.sent_labels[1] = "DATA";
         if (r >= 0)
                 r = relay_write_raw(&t->relay, CONNECT_RESPONSE_ESTABLISHED, strlen(CONNECT_RESPONSE_ESTABLISHED));
         if (r >= 0)

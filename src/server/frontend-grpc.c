@@ -63,6 +63,10 @@ void grpc_dial_succeeded(Tunnel *t) {
         Packet p = { .type = PACKET_DIAL_RSP, .dial_rsp = { .connect_id = t->connect_id, .random = t->dial_id } };
         forwarder_init(&t->to_agent, t->fcall, tunnel_agent_call(t), t->connect_id);
         forwarder_init(&t->to_front, tunnel_agent_call(t), t->fcall, t->connect_id);
+        t->to_agent.sent_packets = t->to_front.sent_packets = t->manager->metrics.stream_packets_total;
+        t->to_agent.sent_labels[0] = "to_agent";
+        t->to_front.sent_labels[0] = "to_client";
+        t->to_agent.sent_labels[1] = t->to_front.sent_labels[1] = "DATA";
         t->forwarding = true;
         if (front_send(t, &p) < 0) {
                 tunnel_send_close(t);

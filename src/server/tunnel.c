@@ -99,6 +99,22 @@ Tunnel *tunnel_alloc(Manager *m, TunnelKind kind, const char *peer) {
         return t;
 }
 
+/* A tunnel stream whose tunnel is gone, waiting for the agent's CLOSE_RSP. Owned by its H2Conn. */
+static int closing_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        manager_count_packet(userdata, "from_agent", p->type);
+        if (p->type == PACKET_CLOSE_RSP)
+                grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+        return 0;
+}
+
+static void closing_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
+}
+
+static const GrpcCallHandler closing_handler = {
+        .on_packet = closing_on_packet,
+        .on_end = closing_on_end,
+};
+
 Tunnel *tunnel_free(Tunnel *t) {
         if (!t)
                 return NULL;
@@ -115,8 +131,13 @@ Tunnel *tunnel_free(Tunnel *t) {
         else
                 grpc_tunnel_free(t);
         if (t->acall) {
-                /* Relay and forwarders are done with it: end the tunnel's stream (trailers after what is queued). */
-                grpc_call_finish(t->acall, GRPC_STATUS_OK, NULL);
+                /* Relay and forwarders are done with it. After an in-band CLOSE_REQ the stream lives on until the
+                 * agent's CLOSE_RSP (as the Connect stream would carry it in the classic protocol); otherwise it
+                 * ends now, trailers after what is queued. */
+                if (t->close_sent)
+                        grpc_call_set_handler(t->acall, &closing_handler, t->manager);
+                else
+                        grpc_call_finish(t->acall, GRPC_STATUS_OK, NULL);
                 t->acall = NULL;
         }
         free(t);
@@ -142,8 +163,10 @@ void tunnel_send_close(Tunnel *t) {
                 /* In-band on the tunnel's own stream; the stream ends when the tunnel is freed. */
                 if (grpc_call_send_packet(t->acall, &p) < 0)
                         grpc_call_abort(t->acall, GRPC_STATUS_CANCELLED, NULL), t->acall = NULL;
-                else
+                else {
                         manager_count_packet(t->manager, "to_agent", p.type);
+                        t->close_sent = true;
+                }
                 return;
         }
         if (b)
@@ -299,6 +322,8 @@ int tunnel_stream_opened(Backend *b, GrpcCall *call, const char **ret_message) {
         r = grpc_call_accept(call, NULL, &stream_handler, t);
         if (r < 0)
                 return GRPC_STATUS_INTERNAL;
+        /* Opening the stream is this mode's DIAL_RSP: counted as one. */
+        manager_count_packet(b->manager, "from_agent", PACKET_DIAL_RSP);
         t->acall = call;
         tunnel_dial_succeeded(t, connect_id);
         return 0;

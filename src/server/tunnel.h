@@ -44,6 +44,7 @@ struct Tunnel {
         int64_t dial_id, connect_id;
         GrpcCall *acall;             /* konn-to-konn mode: the tunnel's own stream to the agent (else NULL: the
                                       * agent's Connect stream carries it) */
+        bool close_sent;             /* CLOSE_REQ sent in-band on acall: its stream ends at the agent's CLOSE_RSP */
         char dest[264];
         char peer[128];
         uint64_t start_usec, dial_usec, established_usec;

@@ -23,6 +23,7 @@ static void forwarder_send_next(Forwarder *f) {
         f->cur = TAKE_PTR(f->next);
         f->cur_len = f->next_len;
         f->next_len = f->next_cap = 0;
+        metric_add(f->sent_packets, f->sent_labels, 1);
         grpc_call_send_data(f->dst, &f->out, f->connect_id, f->cur, f->cur_len, forwarder_sent, f);
 }
 
@@ -69,8 +70,9 @@ void forwarder_forget_call(Forwarder *f, GrpcCall *call) {
 void forwarder_done(Forwarder *f, bool flush) {
         /* A queued message stays queued (h2conn copies what is unsent). */
         grpc_call_cancel_msg(&f->out);
-        if (flush && f->dst && f->next_len > 0)
-                (void) grpc_call_send_data_copy(f->dst, f->connect_id, f->next, f->next_len);
+        if (flush && f->dst && f->next_len > 0 &&
+            grpc_call_send_data_copy(f->dst, f->connect_id, f->next, f->next_len) >= 0)
+                metric_add(f->sent_packets, f->sent_labels, 1);
         if (f->src)
                 grpc_call_consume(f->src, f->cur_len + f->next_len);
         f->src = f->dst = NULL;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "h2conn.h"
+#include "metrics.h"
 
 typedef struct Forwarder {
         GrpcCall *src;          /* credits owed here; NULL once detached */
@@ -20,6 +21,8 @@ typedef struct Forwarder {
         size_t cur_len;
         uint8_t *next;          /* payload accumulated while cur is in flight */
         size_t next_len, next_cap;
+        Metric *sent_packets;   /* optional: counts each DATA packet sent, with sent_labels */
+        const char *sent_labels[2];
 } Forwarder;
 
 void forwarder_init(Forwarder *f, GrpcCall *src, GrpcCall *dst, int64_t connect_id);

@@ -869,6 +869,11 @@ int32_t grpc_call_stream_id(const GrpcCall *call) {
         return call->stream_id;
 }
 
+void grpc_call_set_handler(GrpcCall *call, const GrpcCallHandler *h, void *userdata) {
+        call->handler = h;
+        call->userdata = userdata;
+}
+
 void grpc_call_finish(GrpcCall *call, int status, const char *message) {
         if (!call)
                 return;
@@ -1144,7 +1149,8 @@ static int on_keepalive(sd_event_source *s, uint64_t usec, void *userdata) {
                 c->ping_outstanding = true;
                 h2conn_schedule(c);
         }
-        (void) sd_event_source_set_time_relative(s, c->settings.keepalive_usec);
+        /* Next PING one interval after this one was due, not after it fired: lateness must not add up. */
+        (void) sd_event_source_set_time(s, usec + c->settings.keepalive_usec);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
@@ -1209,7 +1215,7 @@ static int h2conn_start_session(H2Conn *c) {
                 return -ENOMEM;
         if (c->settings.keepalive_usec > 0) {
                 r = sd_event_add_time_relative(c->event, &c->keepalive, CLOCK_MONOTONIC, c->settings.keepalive_usec,
-                                               USEC_PER_SEC, on_keepalive, c);
+                                               MIN(c->settings.keepalive_usec / 20, USEC_PER_SEC), on_keepalive, c);
                 if (r < 0)
                         return r;
         }

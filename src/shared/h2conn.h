@@ -123,6 +123,8 @@ void grpc_call_cancel_msg(OutMsg *m);
 /* Return flow-control credits for retained payload bytes. */
 void grpc_call_consume(GrpcCall *call, size_t n);
 size_t grpc_call_queued_bytes(const GrpcCall *call);
+/* Hand an accepted/started call to another owner (the old one must forget it). */
+void grpc_call_set_handler(GrpcCall *call, const GrpcCallHandler *h, void *userdata);
 /* End the call from our side: server → trailers with status; client → END_STREAM (status ignored) after the queue
  * drains. Detaches the handler. */
 void grpc_call_finish(GrpcCall *call, int status, const char *message);

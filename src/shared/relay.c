@@ -44,6 +44,7 @@ static int relay_update(Relay *r) {
 
 static void relay_send_chunk(Relay *r, size_t n) {
         r->bytes_in += n;
+        metric_add(r->sent_packets, r->sent_labels, 1);
         grpc_call_send_data(r->call, &r->out, r->connect_id, r->rbuf, n, relay_sent, r);
 }
 

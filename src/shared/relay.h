@@ -17,6 +17,7 @@
 #include <systemd/sd-event.h>
 
 #include "h2conn.h"
+#include "metrics.h"
 #include "transport.h"
 
 #define RELAY_WBUF_MAX (32U * 1024 * 1024) /* hard cap; flow control keeps us far below */
@@ -52,6 +53,8 @@ struct Relay {
         bool closing;
 
         uint64_t bytes_in, bytes_out; /* socket → tunnel, tunnel → socket */
+        Metric *sent_packets;         /* optional: counts each DATA packet sent, with sent_labels */
+        const char *sent_labels[2];
 };
 
 /* Takes ownership of t (also on failure). Nothing is read until relay_start(). */

@@ -167,4 +167,4 @@ for _v in VECTORS:
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    kc.main()
