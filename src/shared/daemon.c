@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "config.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -71,6 +72,16 @@ int daemon_event_new(const DaemonHooks *h, sd_event **ret) {
         return 0;
 }
 
+static int fd_nonblock(int fd) {
+        int flags = fcntl(fd, F_GETFL);
+
+        if (flags < 0)
+                return -errno;
+        if (flags & O_NONBLOCK)
+                return 0;
+        return RET_NERRNO(fcntl(fd, F_SETFL, flags | O_NONBLOCK));
+}
+
 int daemon_listen_fds_init(void) {
         char **names = NULL;
         int n;
@@ -98,6 +109,9 @@ int daemon_take_listen_fd(const char *name) {
                 if (listen_fds[i] >= 0 && streq_ptr(listen_names[i], name)) {
                         int fd = listen_fds[i];
                         listen_fds[i] = -EBADF;
+                        /* systemd passes sockets blocking unless the unit says NonBlocking=yes: the accept loops
+                         * must never block, whatever the unit says. */
+                        (void) fd_nonblock(fd);
                         return fd;
                 }
         return -ENOENT;
@@ -165,15 +179,77 @@ void daemon_stop_wait_done(DaemonStopWait *w) {
         w->timer = sd_event_source_disable_unref(w->timer);
 }
 
-static const DaemonDescriptor *descriptor;
-static void *manager;
+/* The one daemon of this process. */
+static struct {
+        const DaemonDescriptor *d;
+        int argc;
+        char **argv;
+        sd_event *event;
+        void *manager;
+        int start_error;
+} D;
+
+static void apply_log_settings(const void *config) {
+        log_set_target((LogTarget) *(const int *) ((const uint8_t *) config + D.d->log_target_offset));
+        log_set_max_level(*(const int *) ((const uint8_t *) config + D.d->log_level_offset));
+}
+
+/* Build and start the manager from a valid configuration (ownership of config passes). */
+static int start_manager(void *config) {
+        int r;
+
+        apply_log_settings(config);
+        r = D.d->manager_new(D.event, config, D.argc, D.argv, &D.manager);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the manager: %m");
+        r = D.d->manager_start(D.manager);
+        daemon_listen_fds_done();
+        return r;
+}
+
+/* Without a usable configuration under systemd, a fresh package install must not crash-loop: stay up, say so
+ * in STATUS, and try again on every reload. */
+static void wait_for_configuration(const char *error) {
+        log_error("%s", error);
+        log_notice("Waiting for a valid configuration; run 'systemctl reload %s' once it is in place.", D.d->name);
+        (void) sd_notifyf(false, "READY=1\nSTATUS=Waiting for configuration: %s", error);
+}
 
 static void on_stop(void *userdata) {
-        descriptor->manager_stop(manager);
+        if (D.manager)
+                D.d->manager_stop(D.manager);
+        else
+                (void) sd_event_exit(D.event, 0);
 }
 
 static void on_reload(void *userdata) {
-        descriptor->manager_reload(manager);
+        _cleanup_(conf_args_done) ConfArgs args = {};
+        _cleanup_free_ char *error = NULL;
+        void *config;
+        int r;
+
+        if (D.manager) {
+                D.d->manager_reload(D.manager);
+                return;
+        }
+        (void) sd_notify(false, "RELOADING=1");
+        config = calloc(1, D.d->config_size);
+        if (!config) {
+                log_oom();
+                return;
+        }
+        r = D.d->config_load(config, D.argc, D.argv, &args, &error);
+        if (r != 0) {
+                free(config);
+                wait_for_configuration(error ?: "out of memory");
+                return;
+        }
+        log_info("Configuration is valid now, starting.");
+        r = start_manager(config);
+        if (r < 0) {
+                D.start_error = r;
+                (void) sd_event_exit(D.event, r);
+        }
 }
 
 static int daemon_run(const DaemonDescriptor *d, int argc, char *argv[]) {
@@ -182,26 +258,28 @@ static int daemon_run(const DaemonDescriptor *d, int argc, char *argv[]) {
         _cleanup_free_ void *config = NULL;
         _cleanup_free_ char *error = NULL;
         DaemonHooks h = { .on_stop = on_stop, .on_reload = on_reload };
+        bool waiting = false;
         int r;
 
-        descriptor = d;
+        D.d = d;
+        D.argc = argc;
+        D.argv = argv;
         config = calloc(1, d->config_size);
         if (!config)
                 return log_oom();
         r = d->config_load(config, argc, argv, &args, &error);
-        if (r < 0)
-                return log_error_errno(r, "%s", error ?: "Out of memory.");
-        if (r == CONF_ACTION_HELP) {
+        if (r < 0) {
+                if (args.check_config || !getenv("NOTIFY_SOCKET") || r == -ENOMEM)
+                        return log_error_errno(r, "%s", error ?: "Out of memory.");
+                waiting = true;
+        } else if (r == CONF_ACTION_HELP) {
                 d->print_help(stdout);
                 return 0;
-        }
-        if (r == CONF_ACTION_VERSION) {
+        } else if (r == CONF_ACTION_VERSION) {
                 printf("%s %s\n", d->name, PACKAGE_VERSION);
                 return 0;
-        }
-        log_set_target((LogTarget) *(const int *) ((const uint8_t *) config + d->log_target_offset));
-        log_set_max_level(*(const int *) ((const uint8_t *) config + d->log_level_offset));
-        if (args.check_config) {
+        } else if (args.check_config) {
+                apply_log_settings(config);
                 d->config_done(config);
                 log_info("Configuration is valid.");
                 return 0;
@@ -209,27 +287,35 @@ static int daemon_run(const DaemonDescriptor *d, int argc, char *argv[]) {
 
         r = daemon_event_new(&h, &e);
         if (r < 0) {
-                d->config_done(config);
+                if (!waiting)
+                        d->config_done(config);
                 return log_error_errno(r, "Failed to set up the event loop: %m");
         }
+        D.event = e;
         r = daemon_listen_fds_init();
         if (r < 0)
                 log_warning_errno(r, "Failed to read the sockets passed by systemd, ignoring: %m");
-        r = d->manager_new(e, TAKE_PTR(config), argc, argv, &manager);
-        if (r < 0)
-                return log_error_errno(r, "Failed to create the manager: %m");
-        r = d->manager_start(manager);
-        daemon_listen_fds_done();
-        if (r >= 0) {
-                r = sd_event_loop(e);
+        if (waiting)
+                wait_for_configuration(error);
+        else {
+                r = start_manager(TAKE_PTR(config));
                 if (r < 0)
-                        log_error_errno(r, "Event loop failed: %m");
-                else {
-                        (void) sd_notify(false, "STOPPING=1");
-                        log_info("%s stopped.", d->name);
-                }
+                        goto finish;
         }
-        manager = d->manager_free(manager);
+        r = sd_event_loop(e);
+        if (D.start_error < 0)
+                r = D.start_error;
+        else if (r < 0)
+                log_error_errno(r, "Event loop failed: %m");
+        else {
+                (void) sd_notify(false, "STOPPING=1");
+                log_info("%s stopped.", d->name);
+        }
+finish:
+        if (D.manager)
+                D.manager = d->manager_free(D.manager);
+        daemon_listen_fds_done();
+        D.event = NULL;
         return r;
 }
 
