@@ -29,5 +29,13 @@ fi
 if [ "$status" -eq 0 ]; then
         make bench-smoke || status=$?
 fi
+# The packages, installed into a booted Debian 12 (systemd-nspawn; the root is cached in /var/cache/konn-test).
+if [ "$status" -eq 0 ]; then
+        out=$(make check-system 2>&1); rc=$?
+        printf '%s\n' "$out" | tail -40
+        n=$(printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1 \2/p' | tail -n 1)
+        [ -n "$n" ] && pass=$(( ${pass:-0} + ${n% *} )) && fail=$(( ${fail:-0} + ${n#* } ))
+        [ "$rc" -eq 0 ] || status=$rc
+fi
 echo "${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
 exit "$status"

@@ -379,7 +379,9 @@ void manager_reload(Manager *m) {
         log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_RELOAD }),
                    "Configuration reloaded; new server connections use the new certificates.");
 done:
-        (void) sd_notify(false, "READY=1");
+        /* READY=1 only if we were ready before the reload: an agent still connecting is not started yet. */
+        if (m->n_ready > 0)
+                (void) sd_notify(false, "READY=1");
         manager_update_status(m);
 }
 

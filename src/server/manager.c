@@ -265,6 +265,29 @@ void manager_count_dial_failure(Manager *m, const char *reason) {
         metric_add(m->metrics.dial_failure_count, (const char *const[]){ reason }, 1);
 }
 
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        manager_update_status(userdata);
+        return 0;
+}
+
+void manager_status_changed(Manager *m) {
+        int r;
+
+        if (m->status_timer) {
+                int enabled = SD_EVENT_OFF;
+                (void) sd_event_source_get_enabled(m->status_timer, &enabled);
+                if (enabled != SD_EVENT_OFF)
+                        return;
+                (void) sd_event_source_set_time_relative(m->status_timer, USEC_PER_SEC);
+                (void) sd_event_source_set_enabled(m->status_timer, SD_EVENT_ONESHOT);
+                return;
+        }
+        r = sd_event_add_time_relative(m->event, &m->status_timer, CLOCK_MONOTONIC, USEC_PER_SEC, USEC_PER_SEC,
+                                       on_status_timer, m);
+        if (r < 0)
+                manager_update_status(m);
+}
+
 void manager_update_status(Manager *m) {
         (void) sd_notifyf(false, "STATUS=%u agent stream%s, %u frontend connection%s", m->n_backends,
                           m->n_backends == 1 ? "" : "s", m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
@@ -526,6 +549,7 @@ Manager *manager_free(Manager *m) {
         if (m->frontend_uds_path && !m->frontend_passed)
                 (void) unlink(m->frontend_uds_path);
         daemon_stop_wait_done(&m->stop_wait);
+        m->status_timer = sd_event_source_disable_unref(m->status_timer);
         free(m->frontend_uds_path);
         SSL_CTX_free(m->agent_ctx);
         SSL_CTX_free(m->frontend_ctx);

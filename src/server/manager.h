@@ -40,6 +40,7 @@ struct Manager {
         ServerHealth health;
         ServerMetrics metrics;
         DaemonStopWait stop_wait;
+        sd_event_source *status_timer;  /* coalesces STATUS= updates (at most one a second) */
 };
 
 /* Takes ownership of config (also on failure). */
@@ -57,6 +58,8 @@ Backend *manager_pick_backend(Manager *m, const char *address);
 /* A fresh dial ID: positive int63, not in use. */
 int64_t manager_new_dial_id(Manager *m);
 void manager_update_status(Manager *m);
+/* Something STATUS= shows changed (a frontend connection came or went): update within a second. */
+void manager_status_changed(Manager *m);
 /* Metrics (upstream names, §9.2). */
 void manager_count_packet(Manager *m, const char *segment, int packet_type);
 void manager_count_dial_failure(Manager *m, const char *reason);

@@ -96,6 +96,7 @@ Tunnel *tunnel_alloc(Manager *m, TunnelKind kind, const char *peer) {
         (void) snprintf(t->peer, sizeof(t->peer), "%s", peer);
         LIST_PREPEND(tunnels, m->tunnels, t);
         m->n_tunnels++;
+        manager_status_changed(m);
         return t;
 }
 
@@ -122,6 +123,7 @@ Tunnel *tunnel_free(Tunnel *t) {
         tunnel_unestablish(t);
         LIST_REMOVE(tunnels, t->manager->tunnels, t);
         t->manager->n_tunnels--;
+        manager_status_changed(t->manager);
         t->timer = sd_event_source_disable_unref(t->timer);
         if (t->established_usec > 0)
                 metric_observe(t->manager->metrics.connection_duration, NULL,

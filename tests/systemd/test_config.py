@@ -296,4 +296,4 @@ class Config(konnsd.SdTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    konnsd.konntest.main()

@@ -125,4 +125,4 @@ class Drain(konnsd.SdTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    konnsd.konntest.main()

@@ -185,4 +185,4 @@ class Notify(konnsd.SdTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    konnsd.konntest.main()

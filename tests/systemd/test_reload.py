@@ -258,4 +258,4 @@ class Reload(konnsd.SdTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    konnsd.konntest.main()

@@ -230,4 +230,4 @@ class BlockingPassedSockets(konnsd.SdTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    konnsd.konntest.main()

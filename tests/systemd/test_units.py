@@ -223,4 +223,4 @@ class UnitFiles(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    konnsd.konntest.main()
