@@ -341,22 +341,12 @@ void manager_reload(Manager *m) {
         _cleanup_free_ char *error = NULL;
         AgentConfig *n, *old = m->config;
         SSL_CTX *ctx = NULL;
-        ConfArgs args = {};
         int r;
 
         (void) sd_notify(false, "RELOADING=1");
-        n = calloc(1, sizeof(AgentConfig));
-        if (!n) {
-                log_oom();
+        n = daemon_load_config();
+        if (!n)
                 goto done;
-        }
-        r = agent_config_load(n, m->argc, m->argv, &args, &error);
-        conf_args_done(&args);
-        if (r != 0) {
-                log_error("Reloading the configuration failed, keeping the running one: %s", error ?: "out of memory");
-                free(n);
-                goto done;
-        }
         r = tls_ctx_new_client(n->ca_cert, n->agent_cert, n->agent_key, n->alpn_proto, &ctx, &error);
         if (r < 0) {
                 log_error("Reloading the configuration failed, keeping the running one: %s", error ?: "TLS setup failed");
@@ -385,7 +375,7 @@ done:
         manager_update_status(m);
 }
 
-int manager_new(sd_event *e, AgentConfig *config, int argc, char *argv[], Manager **ret) {
+int manager_new(sd_event *e, AgentConfig *config, Manager **ret) {
         Manager *m = calloc(1, sizeof(Manager));
 
         if (!m) {
@@ -395,8 +385,6 @@ int manager_new(sd_event *e, AgentConfig *config, int argc, char *argv[], Manage
         }
         m->event = sd_event_ref(e);
         m->config = config;
-        m->argc = argc;
-        m->argv = argv;
         m->server_count = 1;
         if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
                 m->rng = (uint64_t) time(NULL) ^ (uint64_t) getpid();

@@ -37,8 +37,6 @@ typedef struct ServerAddr {
 struct Manager {
         sd_event *event;
         AgentConfig *config;      /* owned; replaced as a whole on reload */
-        int argc;                 /* the command line, to load the configuration again on reload */
-        char **argv;
         SSL_CTX *ctx;
         Resolver *resolver;
         ServerConn *conns;
@@ -63,7 +61,7 @@ struct Manager {
 };
 
 /* Takes ownership of config (also on failure). */
-int manager_new(sd_event *e, AgentConfig *config, int argc, char *argv[], Manager **ret);
+int manager_new(sd_event *e, AgentConfig *config, Manager **ret);
 Manager *manager_free(Manager *m);
 int manager_start(Manager *m);
 /* SIGTERM: send DRAIN to every server, take no new dials, let open connections finish for up to --drain-timeout,

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "conf.h"
 #include "log.h"
 #include "manager.h"
 #include "tunnel.h"
@@ -114,38 +115,14 @@ int backend_send(Backend *b, const Packet *p) {
         return r;
 }
 
-static int unhex(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
-/* Percent-decode s[0..len) ('+' is a space, as in Go's url.ParseQuery) into a new string. */
+/* Percent-decode s[0..len) as Go's url.ParseQuery does; NULL on a bad escape or no memory. */
 static char *query_unescape(const char *s, size_t len) {
-        char *out = malloc(len + 1), *o = out;
+        const char *bad;
+        size_t n;
+        char *out;
 
-        if (!out)
+        if (conf_query_unescape(s, len, &out, &n, &bad) < 0)
                 return NULL;
-        for (size_t i = 0; i < len; i++) {
-                if (s[i] == '%') {
-                        int hi, lo;
-
-                        if (i + 2 >= len)
-                                return mfree(out);
-                        hi = unhex(s[i + 1]);
-                        lo = unhex(s[i + 2]);
-                        if (hi < 0 || lo < 0)
-                                return mfree(out);
-                        *o++ = (char) (hi * 16 + lo);
-                        i += 2;
-                } else
-                        *o++ = s[i] == '+' ? ' ' : s[i];
-        }
-        *o = '\0';
         return out;
 }
 

@@ -14,8 +14,8 @@ static void config_done(void *c) {
         server_config_done(c);
 }
 
-static int new_manager(sd_event *e, void *config, int argc, char *argv[], void **ret) {
-        return manager_new(e, config, argc, argv, (Manager **) ret);
+static int new_manager(sd_event *e, void *config, void **ret) {
+        return manager_new(e, config, (Manager **) ret);
 }
 
 static int start(void *m) {

@@ -443,22 +443,12 @@ void manager_reload(Manager *m) {
         _cleanup_free_ char *error = NULL;
         ServerConfig *n, *old = m->config;
         SSL_CTX *actx = NULL, *fctx = NULL;
-        ConfArgs args = {};
         int r;
 
         (void) sd_notify(false, "RELOADING=1");
-        n = calloc(1, sizeof(ServerConfig));
-        if (!n) {
-                log_oom();
+        n = daemon_load_config();
+        if (!n)
                 goto done;
-        }
-        r = server_config_load(n, m->argc, m->argv, &args, &error);
-        conf_args_done(&args);
-        if (r != 0) {
-                log_error("Reloading the configuration failed, keeping the running one: %s", error ?: "out of memory");
-                free(n);
-                goto done;
-        }
         r = load_contexts(n, &actx, &fctx);
         if (r < 0) {
                 log_error("Reloading the configuration failed (TLS material), keeping the running one.");
@@ -500,7 +490,7 @@ done:
         manager_update_status(m);
 }
 
-int manager_new(sd_event *e, ServerConfig *config, int argc, char *argv[], Manager **ret) {
+int manager_new(sd_event *e, ServerConfig *config, Manager **ret) {
         Manager *m;
 
         m = calloc(1, sizeof(Manager));
@@ -511,8 +501,6 @@ int manager_new(sd_event *e, ServerConfig *config, int argc, char *argv[], Manag
         }
         m->event = sd_event_ref(e);
         m->config = config;
-        m->argc = argc;
-        m->argv = argv;
         m->agent_fd = m->frontend_fd = -EBADF;
         m->pending = idmap_new();
         if (!m->pending) {

@@ -20,8 +20,6 @@
 struct Manager {
         sd_event *event;
         ServerConfig *config;  /* owned; replaced as a whole on reload */
-        int argc;              /* the command line, to load the configuration again on reload */
-        char **argv;
         SSL_CTX *agent_ctx;    /* agent listener: cluster cert, cluster CA (mTLS), ALPN h2 */
         SSL_CTX *frontend_ctx; /* TCP frontend: server cert, server CA (mTLS), HTTP/1.1 */
         int agent_fd, frontend_fd;
@@ -44,7 +42,7 @@ struct Manager {
 };
 
 /* Takes ownership of config (also on failure). */
-int manager_new(sd_event *e, ServerConfig *config, int argc, char *argv[], Manager **ret);
+int manager_new(sd_event *e, ServerConfig *config, Manager **ret);
 Manager *manager_free(Manager *m);
 int manager_start(Manager *m);   /* bind/listen (or take systemd's sockets); logs its own errors */
 /* SIGTERM: stop accepting; let tunnels finish for up to --graceful-shutdown-timeout, then exit the loop. */

@@ -1533,3 +1533,38 @@ int conf_resolve_log_level(int log_level, int64_t verbosity) {
                 return log_level;
         return verbosity >= 5 ? LOG_DEBUG : LOG_INFO;
 }
+
+static int unhex(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -EINVAL;
+}
+
+/* Go's url.QueryUnescape() of s[0..n) into *ret (malloc'd, *ret_len bytes, may contain NUL). On a bad
+ * escape returns -EINVAL with *ret_bad pointing at the '%'. */
+int conf_query_unescape(const char *s, size_t n, char **ret, size_t *ret_len, const char **ret_bad) {
+        _cleanup_free_ char *out = malloc(n + 1);
+        size_t k = 0;
+
+        if (!out)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] == '%') {
+                        if (i + 2 >= n || unhex(s[i + 1]) < 0 || unhex(s[i + 2]) < 0) {
+                                *ret_bad = s + i;
+                                return -EINVAL;
+                        }
+                        out[k++] = (char) (unhex(s[i + 1]) << 4 | unhex(s[i + 2]));
+                        i += 2;
+                } else
+                        out[k++] = s[i] == '+' ? ' ' : s[i];
+        }
+        out[k] = '\0';
+        *ret = TAKE_PTR(out);
+        *ret_len = k;
+        return 0;
+}

@@ -128,6 +128,10 @@ int conf_parse_strv(const char *s, char ***ret);           /* *ret NULL for an e
 /* Go's time.Duration.String() of usec µs: "1h0m0s", "1.5s", "100ms", "300µs", "0s". Returns buf. */
 const char *conf_format_duration(uint64_t usec, char buf[static CONF_DURATION_STRING_MAX]);
 
+/* Go's url.QueryUnescape() of s[0..n) ('+' is a space) into *ret (malloc'd, *ret_len bytes, may contain NUL).
+ * -EINVAL on a bad escape, with *ret_bad pointing at its '%'; -ENOMEM. */
+int conf_query_unescape(const char *s, size_t n, char **ret, size_t *ret_len, const char **ret_bad);
+
 /* A random UUID v4 string (getrandom()), lowercase 8-4-4-4-12. */
 int conf_generate_uuid(char **ret);
 /* When *id is NULL: take $env_name if set and non-empty, else a fresh UUID v4. */

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
@@ -36,8 +37,22 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
         return 0;
 }
 
+static pthread_t main_thread;
+
+/* The loop thread blocks these signals and reads them from a signalfd. glibc's getaddrinfo_a notification
+ * threads run with every signal unblocked, though, so the kernel may pick one of them: with the default action
+ * that would kill the daemon mid-lookup. This handler only runs on such a thread and hands the signal to the loop
+ * thread, where it stays pending for the signalfd. (pthread_kill() is async-signal-safe.) */
+static void forward_signal(int sig) {
+        int saved = errno;
+
+        (void) pthread_kill(main_thread, sig);
+        errno = saved;
+}
+
 int daemon_event_new(const DaemonHooks *h, sd_event **ret) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        struct sigaction sa = { .sa_handler = forward_signal, .sa_flags = SA_RESTART };
         sigset_t ss;
         int r;
 
@@ -51,6 +66,11 @@ int daemon_event_new(const DaemonHooks *h, sd_event **ret) {
         (void) sigaddset(&ss, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
                 return -errno;
+        main_thread = pthread_self();
+        (void) sigfillset(&sa.sa_mask);
+        (void) sigaction(SIGTERM, &sa, NULL);
+        (void) sigaction(SIGINT, &sa, NULL);
+        (void) sigaction(SIGHUP, &sa, NULL);
         (void) signal(SIGPIPE, SIG_IGN);
 
         r = sd_event_default(&e);
@@ -199,7 +219,7 @@ static int start_manager(void *config) {
         int r;
 
         apply_log_settings(config);
-        r = D.d->manager_new(D.event, config, D.argc, D.argv, &D.manager);
+        r = D.d->manager_new(D.event, config, &D.manager);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the manager: %m");
         r = D.d->manager_start(D.manager);
@@ -222,8 +242,31 @@ static void on_stop(void *userdata) {
                 (void) sd_event_exit(D.event, 0);
 }
 
-static void on_reload(void *userdata) {
+/* Load the configuration again; on failure *ret_error says why. */
+static void *load_config(char **ret_error) {
         _cleanup_(conf_args_done) ConfArgs args = {};
+        void *config;
+        int r;
+
+        config = calloc(1, D.d->config_size);
+        if (!config)
+                return NULL;
+        r = D.d->config_load(config, D.argc, D.argv, &args, ret_error);
+        if (r != 0)
+                return mfree(config);
+        return config;
+}
+
+void *daemon_load_config(void) {
+        _cleanup_free_ char *error = NULL;
+        void *config = load_config(&error);
+
+        if (!config)
+                log_error("Reloading the configuration failed, keeping the running one: %s", error ?: "out of memory");
+        return config;
+}
+
+static void on_reload(void *userdata) {
         _cleanup_free_ char *error = NULL;
         void *config;
         int r;
@@ -233,14 +276,8 @@ static void on_reload(void *userdata) {
                 return;
         }
         (void) sd_notify(false, "RELOADING=1");
-        config = calloc(1, D.d->config_size);
+        config = load_config(&error);
         if (!config) {
-                log_oom();
-                return;
-        }
-        r = D.d->config_load(config, D.argc, D.argv, &args, &error);
-        if (r != 0) {
-                free(config);
                 wait_for_configuration(error ?: "out of memory");
                 return;
         }

@@ -61,12 +61,16 @@ typedef struct DaemonDescriptor {
         void (*print_help)(FILE *f);
         size_t log_level_offset, log_target_offset; /* int fields of the config */
         /* Takes ownership of config (also on failure). */
-        int (*manager_new)(sd_event *e, void *config, int argc, char *argv[], void **ret);
+        int (*manager_new)(sd_event *e, void *config, void **ret);
         int (*manager_start)(void *m);
         void (*manager_stop)(void *m);
         void (*manager_reload)(void *m);
         void *(*manager_free)(void *m);
 } DaemonDescriptor;
+
+/* For a reload: load and validate the configuration again from the files and the original command line into a
+ * new config object. NULL (after logging why) when it does not load; the caller keeps the running one. */
+void *daemon_load_config(void);
 
 /* Parse, --help/--version/--check-config, the event loop with signals, systemd's sockets, the manager, the loop.
  * Returns the process exit code. */
