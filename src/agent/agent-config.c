@@ -207,43 +207,23 @@ void agent_config_done(AgentConfig *c) {
         conf_free_values(agent_config_table, c);
 }
 
+static int validate(const void *c, char **ret_error) {
+        return agent_config_validate(c, ret_error);
+}
+
 int agent_config_load(AgentConfig *ret, int argc, char *argv[], ConfArgs *ret_args, char **ret_error) {
-        _cleanup_(agent_config_done) AgentConfig c = {};
-        _cleanup_(conf_args_done) ConfArgs args = {};
-        _cleanup_free_ char *error = NULL;
-        int r;
+        static const ConfDaemon d = {
+                .table = agent_config_table,
+                .size = sizeof(AgentConfig),
+                .default_path = AGENT_CONFIG_DEFAULT_PATH,
+                .id_offset = offsetof(AgentConfig, agent_id),
+                .id_env = "PROXY_AGENT_ID",
+                .log_level_offset = offsetof(AgentConfig, log_level),
+                .verbosity_offset = offsetof(AgentConfig, verbosity),
+                .validate = validate,
+        };
 
-        assert(ret);
-        assert(ret_args);
-        assert(ret_error);
-
-        r = conf_load(agent_config_table, &c, AGENT_CONFIG_DEFAULT_PATH, argc, argv, &args, &error);
-        if (r < 0) {
-                *ret_error = TAKE_PTR(error);
-                return r;
-        }
-        if (r > 0) {
-                *ret_args = args;
-                args = (ConfArgs){};
-                return r;
-        }
-
-        r = conf_default_id(&c.agent_id, "PROXY_AGENT_ID");
-        if (r < 0)
-                return conf_set_error(ret_error, r, "failed to generate an agent ID: %s", strerror(-r));
-        c.log_level = conf_resolve_log_level(c.log_level, c.verbosity);
-
-        r = agent_config_validate(&c, &error);
-        if (r < 0) {
-                *ret_error = TAKE_PTR(error);
-                return r;
-        }
-
-        *ret = c;
-        c = (AgentConfig){};
-        *ret_args = args;
-        args = (ConfArgs){};
-        return 0;
+        return conf_load_daemon(&d, ret, argc, argv, ret_args, ret_error);
 }
 
 void agent_config_print_help(FILE *f) {

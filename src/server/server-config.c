@@ -247,43 +247,23 @@ void server_config_done(ServerConfig *c) {
         conf_free_values(server_config_table, c);
 }
 
+static int validate(const void *c, char **ret_error) {
+        return server_config_validate(c, ret_error);
+}
+
 int server_config_load(ServerConfig *ret, int argc, char *argv[], ConfArgs *ret_args, char **ret_error) {
-        _cleanup_(server_config_done) ServerConfig c = {};
-        _cleanup_(conf_args_done) ConfArgs args = {};
-        _cleanup_free_ char *error = NULL;
-        int r;
+        static const ConfDaemon d = {
+                .table = server_config_table,
+                .size = sizeof(ServerConfig),
+                .default_path = SERVER_CONFIG_DEFAULT_PATH,
+                .id_offset = offsetof(ServerConfig, server_id),
+                .id_env = "PROXY_SERVER_ID",
+                .log_level_offset = offsetof(ServerConfig, log_level),
+                .verbosity_offset = offsetof(ServerConfig, verbosity),
+                .validate = validate,
+        };
 
-        assert(ret);
-        assert(ret_args);
-        assert(ret_error);
-
-        r = conf_load(server_config_table, &c, SERVER_CONFIG_DEFAULT_PATH, argc, argv, &args, &error);
-        if (r < 0) {
-                *ret_error = TAKE_PTR(error);
-                return r;
-        }
-        if (r > 0) {
-                *ret_args = args;
-                args = (ConfArgs){};
-                return r;
-        }
-
-        r = conf_default_id(&c.server_id, "PROXY_SERVER_ID");
-        if (r < 0)
-                return conf_set_error(ret_error, r, "failed to generate a server ID: %s", strerror(-r));
-        c.log_level = conf_resolve_log_level(c.log_level, c.verbosity);
-
-        r = server_config_validate(&c, &error);
-        if (r < 0) {
-                *ret_error = TAKE_PTR(error);
-                return r;
-        }
-
-        *ret = c;
-        c = (ServerConfig){};
-        *ret_args = args;
-        args = (ConfArgs){};
-        return 0;
+        return conf_load_daemon(&d, ret, argc, argv, ret_args, ret_error);
 }
 
 void server_config_print_help(FILE *f) {

@@ -1568,3 +1568,45 @@ int conf_query_unescape(const char *s, size_t n, char **ret, size_t *ret_len, co
         *ret_len = k;
         return 0;
 }
+
+int conf_load_daemon(const ConfDaemon *d, void *ret, int argc, char *argv[], ConfArgs *ret_args, char **ret_error) {
+        _cleanup_(conf_args_done) ConfArgs args = {};
+        _cleanup_free_ char *error = NULL;
+        _cleanup_free_ uint8_t *c = NULL;
+        int r;
+
+        assert(d && ret && ret_args && ret_error);
+
+        c = calloc(1, d->size);
+        if (!c)
+                return -ENOMEM;
+        r = conf_load(d->table, c, d->default_path, argc, argv, &args, &error);
+        if (r < 0) {
+                conf_free_values(d->table, c);
+                *ret_error = TAKE_PTR(error);
+                return r;
+        }
+        if (r > 0) {
+                conf_free_values(d->table, c);
+                *ret_args = args;
+                args = (ConfArgs){};
+                return r;
+        }
+        r = conf_default_id((char **) (c + d->id_offset), d->id_env);
+        if (r >= 0) {
+                int *level = (int *) (c + d->log_level_offset);
+                *level = conf_resolve_log_level(*level, *(const int64_t *) (c + d->verbosity_offset));
+                r = d->validate(c, &error);
+                if (r < 0)
+                        *ret_error = TAKE_PTR(error);
+        } else
+                r = conf_set_error(ret_error, r, "failed to generate an ID: %s", strerror(-r));
+        if (r < 0) {
+                conf_free_values(d->table, c);
+                return r;
+        }
+        memcpy(ret, c, d->size);
+        *ret_args = args;
+        args = (ConfArgs){};
+        return 0;
+}

@@ -112,6 +112,22 @@ int conf_load_file(const ConfKey *table, void *cfg, const char *path, char **ret
 int conf_load(const ConfKey *table, void *cfg, const char *default_path, int argc, char *argv[],
               ConfArgs *ret_args, char **ret_error);
 
+/* What a daemon's configuration needs beyond its table, for conf_load_daemon(). */
+typedef struct ConfDaemon {
+        const ConfKey *table;
+        size_t size;                      /* of the daemon's config struct */
+        const char *default_path;
+        size_t id_offset;                 /* char * field: the daemon's ID */
+        const char *id_env;               /* its environment fallback, e.g. "PROXY_AGENT_ID" */
+        size_t log_level_offset;          /* int field */
+        size_t verbosity_offset;          /* int64_t field (klog --v) */
+        int (*validate)(const void *cfg, char **ret_error);
+} ConfDaemon;
+
+/* The load both daemons share: conf_load(), the ID fallback (flag, environment, random UUID), the effective log
+ * level, then d->validate(). Returns as conf_load(); cfg (d->size bytes) is written only on success. */
+int conf_load_daemon(const ConfDaemon *d, void *cfg, int argc, char *argv[], ConfArgs *ret_args, char **ret_error);
+
 /* --help text, every key not CONF_HIDDEN, table order, ignored keys in their own section. */
 void conf_print_help(const ConfKey *table, const char *program, const char *summary,
                      const char *default_path, FILE *f);
