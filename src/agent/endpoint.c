@@ -64,6 +64,7 @@ Endpoint *endpoint_free(Endpoint *ep) {
         ep->fd = safe_close(ep->fd);
         free(ep->address);
         free(ep);
+        manager_status_changed(sc->manager);
         return NULL;
 }
 

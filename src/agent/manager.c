@@ -2,11 +2,13 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "bufpool.h"
 #include "conf.h"
 #include "daemon.h"
 #include "log.h"
@@ -266,6 +268,48 @@ size_t manager_n_endpoints(Manager *m) {
         return n;
 }
 
+/* Once nothing is open, give the memory the connections used back to the system (not just to malloc): at once
+ * if the last trim is more than a second ago, else when the status timer fires. */
+static void manager_trim(Manager *m) {
+        uint64_t now = 0;
+
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        if (now < m->trimmed_usec + USEC_PER_SEC)
+                return;
+        m->trimmed_usec = now;
+        bufpool_trim();
+        (void) malloc_trim(0);
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        manager_update_status(m);
+        if (manager_n_endpoints(m) == 0) {
+                m->trimmed_usec = 0;
+                manager_trim(m);
+        }
+        return 0;
+}
+
+void manager_status_changed(Manager *m) {
+        if (manager_n_endpoints(m) == 0)
+                manager_trim(m);
+        int enabled = SD_EVENT_OFF;
+
+        if (!m->status_timer) {
+                if (sd_event_add_time_relative(m->event, &m->status_timer, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                               USEC_PER_SEC, on_status_timer, m) < 0)
+                        manager_update_status(m);
+                return;
+        }
+        (void) sd_event_source_get_enabled(m->status_timer, &enabled);
+        if (enabled != SD_EVENT_OFF)
+                return;
+        (void) sd_event_source_set_time_relative(m->status_timer, USEC_PER_SEC);
+        (void) sd_event_source_set_enabled(m->status_timer, SD_EVENT_ONESHOT);
+}
+
 void manager_update_status(Manager *m) {
         size_t tunnels = manager_n_endpoints(m);
 
@@ -410,6 +454,7 @@ Manager *manager_free(Manager *m) {
                 free(m->targets[i].host);
         }
         agent_health_done(m);
+        m->status_timer = sd_event_source_disable_unref(m->status_timer);
         m->resolver = resolver_free(m->resolver);
         daemon_stop_wait_done(&m->stop_wait);
         SSL_CTX_free(m->ctx);

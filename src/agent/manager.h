@@ -57,6 +57,8 @@ struct Manager {
         bool draining;            /* stopping: DRAIN sent, no new connections or dials */
         AgentHealth health;
         AgentMetrics metrics;
+        sd_event_source *status_timer;  /* coalesces STATUS= updates (at most one a second) */
+        uint64_t trimmed_usec;          /* when memory was last returned to the system */
         DaemonStopWait stop_wait;
 };
 
@@ -78,5 +80,7 @@ void manager_conn_ready(Manager *m, ServerConn *sc);
 void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready);
 bool manager_has_server_id(Manager *m, ServerConn *except, const char *id);
 void manager_update_status(Manager *m);
+/* A connection came or went: update STATUS= within a second (and return memory once none is left). */
+void manager_status_changed(Manager *m);
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -10,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "backend.h"
+#include "bufpool.h"
 #include "conf.h"
 #include "daemon.h"
 #include "h2conn.h"
@@ -265,12 +267,33 @@ void manager_count_dial_failure(Manager *m, const char *reason) {
         metric_add(m->metrics.dial_failure_count, (const char *const[]){ reason }, 1);
 }
 
+/* Once nothing is open, give the memory the connections used back to the system (not just to malloc): at once
+ * if the last trim is more than a second ago, else when the status timer fires. */
+static void manager_trim(Manager *m) {
+        uint64_t now = 0;
+
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        if (now < m->trimmed_usec + USEC_PER_SEC)
+                return;
+        m->trimmed_usec = now;
+        bufpool_trim();
+        (void) malloc_trim(0);
+}
+
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        manager_update_status(userdata);
+        Manager *m = userdata;
+
+        manager_update_status(m);
+        if (m->n_tunnels == 0) {
+                m->trimmed_usec = 0;
+                manager_trim(m);
+        }
         return 0;
 }
 
 void manager_status_changed(Manager *m) {
+        if (m->n_tunnels == 0)
+                manager_trim(m);
         int r;
 
         if (m->status_timer) {

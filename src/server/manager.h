@@ -39,6 +39,7 @@ struct Manager {
         ServerMetrics metrics;
         DaemonStopWait stop_wait;
         sd_event_source *status_timer;  /* coalesces STATUS= updates (at most one a second) */
+        uint64_t trimmed_usec;          /* when memory was last returned to the system */
 };
 
 /* Takes ownership of config (also on failure). */

@@ -1187,6 +1187,9 @@ static int h2conn_start_session(H2Conn *c) {
         nghttp2_option_set_no_http_messaging(opt, 1);
         nghttp2_option_set_max_outbound_ack(opt, 1000);
         nghttp2_option_set_max_settings(opt, 32);
+        /* No RFC 7540 priorities here: do not keep closed streams around (nghttp2 would keep up to
+         * MAX_CONCURRENT_STREAMS of them, about 1 KiB each, long after their tunnels closed). */
+        nghttp2_option_set_no_closed_streams(opt, 1);
         nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
 
         r = c->server ? nghttp2_session_server_new2(&c->session, cbs, c, opt)
