@@ -1,26 +1,44 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * konn-bench — throughput benchmark for konn: the same bulk transfers over direct loopback TCP and
- * through a running konn-server/konn-agent pair (HTTP CONNECT on the server's Unix socket).
- * Owns its loopback target (sink, source and echo listeners, one thread each), the client side of
- * every scenario and the report (table on stdout, optional JSON). The daemons are started and
- * stopped by bench/run-bench.sh; this program only reads their /proc entries.
+ * konn-bench — the konn benchmark suite: every scenario is run over direct loopback TCP and through a
+ * running konn-server/konn-agent pair (HTTP CONNECT on the server's Unix socket) in the same run, and
+ * reported side by side (absolute figures and the konn/direct ratio) as a table and as JSON.
+ * Owns its loopback targets, the client side of every scenario and the report. The daemons are started
+ * and stopped by bench/run-bench.sh; this program only reads their /proc entries.
  *
- * Scenarios, each run once direct and once through konn with the same byte count N:
- *   upload    client → sink, N bytes; timed until the sink has received the last byte;
- *   download  source → client, N bytes (the source waits for a one-byte "go" so that nothing is
- *             buffered before the clock starts); timed until the client has the last byte;
- *   echo      client → echo → client, N bytes each way at once (writer thread + reader);
- *             timed until the client has read the last echoed byte; the figure is per direction.
- * The payload is a seeded pseudo-random stream (wyrand); every receiver checksums what it got with
- * XXH64 and the result must equal the XXH64 of the stream computed before the clock starts, and
- * the byte count must be exact (a peer that sends more, or closes early, fails the run). Each
- * scenario has a fixed time bound (--timeout, 120 s) enforced with socket timeouts; any failure
- * ends the run with exit status 1. Nothing here judges the figures: they are reported, not asserted.
+ * Targets. Bulk scenarios use three thread-served listeners in this process (sink, source, echo; one
+ * connection at a time, each reporting the XXH64 of what it received). Everything with many connections
+ * uses a target child process (forked at start, so that 10 000 tunnels need 10 000 descriptors per
+ * process, not 20 000) running one epoll loop over four listeners: echo (a 16-byte header {size, seed},
+ * then exactly size bytes, verified and echoed, then close), hello (one byte on accept, then idle until
+ * the peer closes), flood and stall (header {0, seed}, then the stream until the peer goes away; stall
+ * is flood on its own port and counters, for the head-of-line scenario). The child publishes per
+ * listener counters (accepted, closed, bytes, failures) in a shared mapping that only it writes; it
+ * exits when the pipe from this process closes (or this process dies: PR_SET_PDEATHSIG).
  *
- * Daemon cost: utime+stime of --server-pid and --agent-pid (from /proc/PID/stat) before and after
- * each konn scenario, reported as CPU-seconds per GiB carried through the tunnel (echo carries 2N),
- * and VmRSS/RssAnon/VmHWM from /proc/PID/status at the start and at the end of the run.
+ * Scenarios (names for --scenarios), in the order they run:
+ *   idle-rss      VmRSS and RssAnon of both daemons at start (after one agent connection);
+ *   idle-tunnels  for each N of --idle-tunnels (1000,10000; all runs of one N, then the next): open N
+ *                 tunnels to hello, wait until every one has delivered its byte, sample the daemons:
+ *                 (RSS - idle RSS) / N; close them all, wait until the target saw every close, sample
+ *                 again: RSS - idle RSS; direct opens the same N connections (the open rate is the paired
+ *                 figure);
+ *   dial          sequential: connect (+ CONNECT) until the target's first byte, --dials times, p50/p99;
+ *   dial-concurrent  --dialers clients dialling back to back, --concurrent-dials in all: p50/p99, dials/s;
+ *   upload, download, echo  one tunnel, --size bytes (echo: both directions at once), XXH64-checked;
+ *   hol           head-of-line: tunnel A downloads for --hol-seconds alone, then again while tunnel B's
+ *                 target floods and its client never reads; A's throughput with B stalled / A alone.
+ *                 Through the pair at --konn-uds (konn-to-konn mode unless --konn-mode=classic says
+ *                 otherwise) and, with --classic-uds, a second pair running the classic single-stream
+ *                 protocol. A that makes no progress for 3 s (or for the whole measurement, if that is
+ *                 shorter) counts as stalled: 0 MiB/s;
+ *   echo-many     --tunnels tunnels x --tunnel-size bytes echoed at once, aggregate MiB/s per direction,
+ *                 verified byte for byte by the target and by the client (last: the heaviest).
+ * A failed scenario is reported and the others still run. Daemon CPU (utime+stime of --server-pid and
+ * --agent-pid) is reported per GiB carried for the bulk scenarios and per dial for the dial scenarios.
+ * --runs=N repeats each scenario (direct and konn alternately) and reports medians. Nothing here judges
+ * the figures: the table shows the issue's targets, but the exit status only says whether every
+ * scenario ran and verified.
  */
 #include "config.h"
 
@@ -38,10 +56,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,7 +77,25 @@
 #define BENCH_REPLY_MAX 1024U
 #define GIB ((double) (1ULL << 30))
 #define MIB_F ((double) (1ULL << 20))
-#define ROW_FORMAT "%-9s %13s %11s %12s %14s %10s %10s\n"
+
+#define RUNS_MAX 15U
+#define IDLE_STEPS_MAX 8U
+#define IDLE_TUNNELS_MAX 1000000U
+#define FD_MARGIN 256U              /* descriptors besides the tunnels, per process */
+#define OPEN_INFLIGHT 200U          /* connections being set up at once when opening many */
+#define CONN_REPLY_MAX 256U         /* CONNECT reply buffer of a non-blocking connection */
+#define CONN_WBUF ((size_t) 128 * 1024)
+#define TARGET_BUF ((size_t) 128 * 1024)
+#define SCRATCH_SIZE ((size_t) 64 * 1024)
+#define HDR_SIZE 16U                /* echo/flood header: size (le64), seed (le64) */
+#define HELLO_BYTE 'H'
+#define HOL_STALL_USEC (3 * USEC_PER_SEC)          /* A without progress this long: stalled */
+#define HOL_STABLE_USEC (500 * USEC_PER_MSEC)      /* B's target sent nothing this long: B is stalled */
+#define HOL_FILL_MAX_USEC (10 * USEC_PER_SEC)      /* give up waiting for B to stall */
+#define SETTLE_MIN_USEC (300 * USEC_PER_MSEC)      /* memory samples: first wait, then until stable */
+#define SETTLE_MAX_USEC (3 * USEC_PER_SEC)
+#define CLOSE_WAIT_USEC (60 * USEC_PER_SEC)        /* for the target to see every close */
+#define ROWS_MAX 192U
 
 #define IN_SET(x, ...)                                                  \
         ({                                                              \
@@ -75,6 +115,9 @@ static inline bool isempty(const char *s) {
 }
 
 static const char *arg_konn_uds = NULL;
+static const char *arg_classic_uds = NULL;
+/* --konn-mode=classic: the --konn-uds pair runs --tunnel-streams=false */
+static bool arg_konn_classic = false;
 static uint64_t arg_size = BENCH_DEFAULT_SIZE;
 static size_t arg_buffer_size = BENCH_DEFAULT_BUFFER;
 static unsigned arg_timeout_sec = BENCH_DEFAULT_TIMEOUT_SEC;
@@ -83,6 +126,16 @@ static pid_t arg_server_pid = 0;
 static pid_t arg_agent_pid = 0;
 static unsigned arg_scenarios = 0; /* bit mask of Scenario; 0 = all */
 static bool arg_self_test = false;
+static bool arg_smoke = false;
+static unsigned arg_runs = 1;
+static unsigned arg_tunnels = 100;
+static uint64_t arg_tunnel_size = (uint64_t) 8 << 20;
+static unsigned arg_dials = 1000;
+static unsigned arg_dialers = 200;
+static unsigned arg_concurrent_dials = 2000;
+static unsigned arg_idle_tunnels[IDLE_STEPS_MAX] = { 1000, 10000 };
+static unsigned arg_n_idle_tunnels = 2;
+static unsigned arg_hol_seconds = 5;
 
 static void fail(const char *format, ...) _printf_(1, 2);
 static void fail(const char *format, ...) {
@@ -102,8 +155,19 @@ static uint64_t now_usec(void) {
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000U;
 }
 
+static void sleep_usec(uint64_t usec) {
+        struct timespec ts = {
+                .tv_sec = (time_t) (usec / USEC_PER_SEC),
+                .tv_nsec = (long) (usec % USEC_PER_SEC) * 1000L,
+        };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
-/* Payload: wyrand stream. Word i (little-endian) of the stream depends only on (seed, i). */
+/* Payload: wyrand stream. Word i (little-endian) of the stream depends only on (seed, i); Gen hands
+ * it out in pieces of any size, so every sender and receiver can produce or check it on the fly. */
 
 static inline uint64_t wyrand(uint64_t *state) {
         __uint128_t m;
@@ -113,18 +177,52 @@ static inline uint64_t wyrand(uint64_t *state) {
         return (uint64_t) (m >> 64) ^ (uint64_t) m;
 }
 
-/* Fills buf with the next n bytes of the stream. n must be a multiple of 8 except on the last call. */
-static void prng_fill(uint64_t *state, uint8_t *buf, size_t n) {
-        size_t i;
+typedef struct Gen {
+        uint64_t state;
+        uint8_t word[8];
+        unsigned left; /* the last 'left' bytes of word are not handed out yet */
+} Gen;
 
-        for (i = 0; i + 8 <= n; i += 8) {
-                uint64_t w = htole64(wyrand(state));
-                memcpy(buf + i, &w, 8);
+static void gen_init(Gen *g, uint64_t seed) {
+        *g = (Gen) {
+                .state = seed,
+        };
+}
+
+/* Fills p with the next n bytes of the stream. */
+static void gen_fill(Gen *g, uint8_t *p, size_t n) {
+        size_t k = MIN(n, (size_t) g->left);
+
+        memcpy(p, g->word + 8 - g->left, k);
+        g->left -= (unsigned) k;
+        p += k;
+        n -= k;
+        for (; n >= 8; p += 8, n -= 8) {
+                uint64_t w = htole64(wyrand(&g->state));
+                memcpy(p, &w, 8);
         }
-        if (i < n) {
-                uint64_t w = htole64(wyrand(state));
-                memcpy(buf + i, &w, n - i);
+        if (n > 0) {
+                uint64_t w = htole64(wyrand(&g->state));
+                memcpy(g->word, &w, 8);
+                memcpy(p, g->word, n);
+                g->left = (unsigned) (8 - n);
         }
+}
+
+/* Consumes n bytes of the stream; true if they equal p[0..n). */
+static bool gen_verify(Gen *g, const uint8_t *p, size_t n, uint8_t *scratch, size_t scratch_size) {
+        bool ok = true;
+
+        while (n > 0) {
+                size_t k = MIN(n, scratch_size);
+
+                gen_fill(g, scratch, k);
+                if (memcmp(p, scratch, k) != 0)
+                        ok = false;
+                p += k;
+                n -= k;
+        }
+        return ok;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -250,14 +348,15 @@ static uint64_t digest_final(const Digest *d) {
 
 /* XXH64 of the first size bytes of stream seed; computed before a run's clock starts. */
 static uint64_t stream_digest(uint64_t seed, uint64_t size, uint8_t *buf, size_t bufsize) {
-        uint64_t state = seed;
         Digest d;
+        Gen g;
 
+        gen_init(&g, seed);
         digest_init(&d);
         while (size > 0) {
                 size_t n = (size_t) MIN((uint64_t) bufsize, size);
 
-                prng_fill(&state, buf, n);
+                gen_fill(&g, buf, n);
                 digest_update(&d, buf, n);
                 size -= n;
         }
@@ -265,8 +364,10 @@ static uint64_t stream_digest(uint64_t seed, uint64_t size, uint8_t *buf, size_t
 }
 
 /* Known answers, checked by --self-test: XXH64 test vectors (as printed by "xxhsum -H1"), and the
- * XXH64 of the first 1000003 bytes of stream 0x1234 (checked against xxhsum on a file written by
- * prng_fill()), fed in uneven pieces so that the streaming paths are exercised. */
+ * XXH64 of the first 1000003 bytes of stream 0x1234 (checked against xxhsum on a file written with
+ * 8-byte aligned pieces), produced and hashed in uneven pieces so that the streaming paths of both the
+ * generator and the digest are exercised; gen_verify() must accept the stream and reject one flipped
+ * bit. */
 static int self_test(void) {
         static const struct {
                 const char *input;
@@ -277,11 +378,12 @@ static int self_test(void) {
         };
         const uint64_t stream_seed = 0x1234, stream_size = 1000003;
         const uint64_t stream_xxh64 = UINT64_C(0x5bcce14a52eef0d8);
-        _cleanup_free_ uint8_t *buf = NULL;
+        _cleanup_free_ uint8_t *buf = NULL, *scratch = NULL;
         unsigned failed = 0;
+        Digest d;
+        Gen g;
 
         for (size_t i = 0; i < ELEMENTSOF(vectors); i++) {
-                Digest d;
                 uint64_t h;
 
                 digest_init(&d);
@@ -295,7 +397,8 @@ static int self_test(void) {
         }
 
         buf = malloc(stream_size);
-        if (!buf)
+        scratch = malloc(SCRATCH_SIZE);
+        if (!buf || !scratch)
                 return -ENOMEM;
 
         for (size_t bufsize = 8; bufsize <= 256 * 1024; bufsize *= 8) {
@@ -308,15 +411,31 @@ static int self_test(void) {
                 }
         }
 
-        uint64_t state = stream_seed;
-        Digest d;
-        prng_fill(&state, buf, stream_size);
-        digest_init(&d);
+        /* Generated in pieces of 1..97 bytes, hashed in pieces of 1..89 bytes. */
+        gen_init(&g, stream_seed);
         for (size_t off = 0, piece = 1; off < stream_size; off += piece, piece = piece % 97 + 1)
+                gen_fill(&g, buf + off, (size_t) MIN((uint64_t) piece, stream_size - off));
+        digest_init(&d);
+        for (size_t off = 0, piece = 1; off < stream_size; off += piece, piece = piece % 89 + 1)
                 digest_update(&d, buf + off, (size_t) MIN((uint64_t) piece, stream_size - off));
         if (digest_final(&d) != stream_xxh64) {
                 fail("self-test: digest of uneven pieces = %016" PRIx64 ", expected %016" PRIx64,
                      digest_final(&d), stream_xxh64);
+                failed++;
+        }
+
+        gen_init(&g, stream_seed);
+        for (size_t off = 0, piece = 3; off < stream_size; off += piece, piece = piece * 7 % 70001 + 1)
+                if (!gen_verify(&g, buf + off, (size_t) MIN((uint64_t) piece, stream_size - off), scratch,
+                                SCRATCH_SIZE)) {
+                        fail("self-test: gen_verify() rejected the stream at offset %zu", off);
+                        failed++;
+                        break;
+                }
+        buf[stream_size / 2] ^= 0x10;
+        gen_init(&g, stream_seed);
+        if (gen_verify(&g, buf, stream_size, scratch, SCRATCH_SIZE)) {
+                fail("self-test: gen_verify() accepted a flipped bit");
                 failed++;
         }
 
@@ -378,15 +497,16 @@ typedef struct Stream {
 
 /* Sends size bytes of stream seed. */
 static int stream_send(Stream *s, uint64_t seed) {
-        uint64_t state = seed;
+        Gen g;
         int r;
 
+        gen_init(&g, seed);
         while (s->done < s->size) {
                 size_t n = (size_t) MIN((uint64_t) s->bufsize, s->size - s->done);
 
                 if (now_usec() >= s->deadline)
                         return -ETIMEDOUT;
-                prng_fill(&state, s->buf, n);
+                gen_fill(&g, s->buf, n);
                 r = write_all(s->fd, s->buf, n, s->deadline, &s->done);
                 if (r < 0)
                         return r;
@@ -686,6 +806,9 @@ static void listener_stop(Listener *l) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Client side: connections, direct or through konn. */
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Client side: blocking connections, direct or through konn. */
+
 typedef enum Transport {
         TRANSPORT_DIRECT,
         TRANSPORT_KONN,
@@ -728,15 +851,37 @@ static void reply_first_line(const char *reply, size_t n, char *out, size_t outs
         out[j] = '\0';
 }
 
-/* HTTP CONNECT on the konn Unix socket. The reply is read byte by byte up to the blank line, so no
- * tunnel payload is consumed; it must be exactly BENCH_CONNECT_REPLY (else -EPROTO). */
-static int connect_konn(const char *uds, uint16_t port, uint64_t deadline, int *ret_fd) {
+static int format_connect_request(uint16_t port, char *buf, size_t size) {
+        int r = snprintf(buf, size, "CONNECT 127.0.0.1:%u HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                         (unsigned) port);
+
+        assert(r > 0 && (size_t) r < size);
+        return r;
+}
+
+/* Checks a complete CONNECT reply header of hlen bytes; logs and returns -EPROTO if it is not exactly
+ * BENCH_CONNECT_REPLY. */
+static int check_connect_reply(const char *reply, size_t hlen) {
+        char line[128];
+
+        if (hlen == STRLEN(BENCH_CONNECT_REPLY) && memcmp(reply, BENCH_CONNECT_REPLY, hlen) == 0)
+                return 0;
+        reply_first_line(reply, hlen, line, sizeof(line));
+        fail("CONNECT refused: '%s'", line);
+        return -EPROTO;
+}
+
+/* HTTP CONNECT on a konn Unix socket. The reply must be exactly BENCH_CONNECT_REPLY (else -EPROTO).
+ * Tunnel bytes that arrive with it (at most extra_size, more is -EPROTO) are copied to extra. */
+static int connect_konn(const char *uds, uint16_t port, uint64_t deadline, uint8_t *extra, size_t extra_size,
+                        size_t *ret_extra_len, int *ret_fd) {
         struct sockaddr_un sa = {
                 .sun_family = AF_UNIX,
         };
         _cleanup_close_ int fd = -EBADF;
-        char request[128], reply[BENCH_REPLY_MAX + 1], line[128];
-        size_t n = 0;
+        char request[128], reply[BENCH_REPLY_MAX], line[128];
+        const char *end;
+        size_t n = 0, hlen;
         int r;
 
         if (strlen(uds) >= sizeof(sa.sun_path))
@@ -752,22 +897,20 @@ static int connect_konn(const char *uds, uint16_t port, uint64_t deadline, int *
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                 return io_errno(deadline);
 
-        r = snprintf(request, sizeof(request), "CONNECT 127.0.0.1:%u HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-                     (unsigned) port);
-        assert(r > 0 && (size_t) r < sizeof(request));
+        r = format_connect_request(port, request, sizeof(request));
         r = write_all(fd, (const uint8_t *) request, (size_t) r, deadline, NULL);
         if (r < 0)
                 return r;
 
-        while (n < 4 || memcmp(reply + n - 4, "\r\n\r\n", 4) != 0) {
+        while (!(end = memmem(reply, n, "\r\n\r\n", 4))) {
                 ssize_t k;
 
-                if (n >= BENCH_REPLY_MAX) {
+                if (n >= sizeof(reply)) {
                         reply_first_line(reply, n, line, sizeof(line));
-                        fail("CONNECT reply longer than %u bytes: '%s...'", BENCH_REPLY_MAX, line);
+                        fail("CONNECT reply longer than %zu bytes: '%s...'", sizeof(reply), line);
                         return -EPROTO;
                 }
-                k = recv(fd, reply + n, 1, 0);
+                k = recv(fd, reply + n, sizeof(reply) - n, 0);
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -778,17 +921,33 @@ static int connect_konn(const char *uds, uint16_t port, uint64_t deadline, int *
                         fail("konn closed the connection during the CONNECT reply (got '%s')", line);
                         return -ECONNRESET;
                 }
-                n++;
+                n += (size_t) k;
         }
 
-        if (n != STRLEN(BENCH_CONNECT_REPLY) || memcmp(reply, BENCH_CONNECT_REPLY, n) != 0) {
-                reply_first_line(reply, n, line, sizeof(line));
-                fail("CONNECT refused: '%s'", line);
+        hlen = (size_t) (end + 4 - reply);
+        r = check_connect_reply(reply, hlen);
+        if (r < 0)
+                return r;
+        if (n - hlen > extra_size) {
+                fail("%zu unexpected bytes arrived with the CONNECT reply", n - hlen);
                 return -EPROTO;
         }
+        if (n > hlen)
+                memcpy(extra, reply + hlen, n - hlen);
 
+        *ret_extra_len = n - hlen;
         *ret_fd = TAKE_FD(fd);
         return 0;
+}
+
+/* A blocking connection to port, direct (uds NULL) or through the konn socket uds, that expects no bytes
+ * before it sends something. */
+static int connect_to(const char *uds, uint16_t port, uint64_t deadline, int *ret_fd) {
+        size_t n_extra;
+
+        if (!uds)
+                return connect_direct(port, deadline, ret_fd);
+        return connect_konn(uds, port, deadline, NULL, 0, &n_extra, ret_fd);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -878,12 +1037,755 @@ static int proc_mem(pid_t pid, ProcMem *ret_mem) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Scenarios. */
+/* The target child process: one epoll loop, four listeners (see the comment at the top). */
+
+typedef enum TRole {
+        TROLE_ECHO,
+        TROLE_HELLO,
+        TROLE_FLOOD,
+        TROLE_STALL,
+        _TROLE_MAX,
+} TRole;
+
+/* Per listener; written by the child only (relaxed atomics), read by the parent. */
+typedef struct TStats {
+        uint64_t accepted;
+        uint64_t closed;
+        uint64_t bytes_in;
+        uint64_t bytes_out;
+        uint64_t failed;        /* connections that ended in an error other than the peer going away */
+        uint64_t verify_failed; /* echo payload that differed from the stream named in its header */
+} TStats;
+
+#define TSTAT(t, role, field) __atomic_load_n(&(t)->stats[role].field, __ATOMIC_RELAXED)
+
+typedef struct Target {
+        pid_t pid;
+        int pipe_fd; /* write end; the child exits when the read end reports EOF */
+        TStats *stats;
+        uint16_t port[_TROLE_MAX];
+} Target;
+
+typedef enum TNodeKind {
+        TNODE_LISTENER,
+        TNODE_CONN,
+        TNODE_PIPE,
+} TNodeKind;
+
+typedef struct TNode {
+        TNodeKind kind;
+        int fd;
+        TRole role;
+} TNode;
+
+typedef struct TConn {
+        TNode node; /* first: epoll data.ptr points at either */
+        uint32_t events;
+        uint8_t hdr[HDR_SIZE];
+        size_t hdr_len;
+        uint64_t size;    /* echo: payload bytes announced in the header */
+        uint64_t done_in; /* echo: payload bytes received */
+        Gen gen;
+        uint8_t *buf;
+        size_t off, len; /* pending output buf[off..len) */
+} TConn;
+
+typedef struct TChild {
+        int epfd;
+        TStats *stats;
+        uint8_t *scratch;
+} TChild;
+
+static void tstat_add(uint64_t *p, uint64_t v) {
+        (void) __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+
+static void tconn_free(TChild *t, TConn *c, int error) {
+        if (error < 0 && !IN_SET(-error, ECONNRESET, EPIPE))
+                tstat_add(&t->stats[c->node.role].failed, 1);
+        tstat_add(&t->stats[c->node.role].closed, 1);
+        (void) safe_close(c->node.fd);
+        free(c->buf);
+        free(c);
+}
+
+static int tconn_set_events(TChild *t, TConn *c, uint32_t events) {
+        struct epoll_event ev = {
+                .events = events,
+                .data.ptr = c,
+        };
+
+        if (events == c->events)
+                return 0;
+        if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->node.fd, &ev) < 0)
+                return negative_errno();
+        c->events = events;
+        return 0;
+}
+
+/* 1 once the 16-byte header is complete (buf allocated, gen seeded), 0 while incomplete, < 0 on error. */
+static int tconn_read_header(TChild *t, TConn *c) {
+        uint64_t v;
+        ssize_t k;
+
+        while (c->hdr_len < HDR_SIZE) {
+                k = recv(c->node.fd, c->hdr + c->hdr_len, HDR_SIZE - c->hdr_len, 0);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                if (k == 0)
+                        return -ECONNRESET;
+                c->hdr_len += (size_t) k;
+                tstat_add(&t->stats[c->node.role].bytes_in, (uint64_t) k);
+        }
+        memcpy(&v, c->hdr, 8);
+        c->size = le64toh(v);
+        memcpy(&v, c->hdr + 8, 8);
+        gen_init(&c->gen, le64toh(v));
+        c->buf = malloc(TARGET_BUF);
+        if (!c->buf)
+                return -ENOMEM;
+        return 1;
+}
+
+/* Echo: verify and write back exactly size bytes, then close (0). */
+static int tconn_echo(TChild *t, TConn *c) {
+        TStats *st = &t->stats[c->node.role];
+        int r;
+
+        if (!c->buf) {
+                r = tconn_read_header(t, c);
+                if (r <= 0)
+                        return r < 0 ? r : 1;
+                if (c->size == 0)
+                        return 0;
+        }
+
+        for (unsigned i = 0; i < 16; i++) {
+                ssize_t k;
+
+                if (c->off < c->len) {
+                        k = send(c->node.fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                if (errno == EAGAIN)
+                                        return tconn_set_events(t, c, EPOLLOUT) < 0 ? -EIO : 1;
+                                return negative_errno();
+                        }
+                        c->off += (size_t) k;
+                        tstat_add(&st->bytes_out, (uint64_t) k);
+                        if (c->off < c->len)
+                                continue;
+                        c->off = c->len = 0;
+                }
+                if (c->done_in == c->size)
+                        return 0; /* everything echoed */
+
+                k = recv(c->node.fd, c->buf, (size_t) MIN((uint64_t) TARGET_BUF, c->size - c->done_in), 0);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return tconn_set_events(t, c, EPOLLIN) < 0 ? -EIO : 1;
+                        return negative_errno();
+                }
+                if (k == 0)
+                        return -ECONNRESET;
+                if (!gen_verify(&c->gen, c->buf, (size_t) k, t->scratch, SCRATCH_SIZE)) {
+                        tstat_add(&st->verify_failed, 1);
+                        return -EBADMSG;
+                }
+                c->done_in += (uint64_t) k;
+                tstat_add(&st->bytes_in, (uint64_t) k);
+                c->len = (size_t) k;
+        }
+        /* Budget used up; level-triggered epoll calls again for whatever is waiting. */
+        return tconn_set_events(t, c, c->off < c->len ? EPOLLOUT : EPOLLIN) < 0 ? -EIO : 1;
+}
+
+/* Reads and discards; 0 when the peer has closed. */
+static int tconn_drain(TChild *t, TConn *c) {
+        for (unsigned i = 0; i < 16; i++) {
+                ssize_t k = recv(c->node.fd, t->scratch, SCRATCH_SIZE, 0);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 1 : negative_errno();
+                }
+                if (k == 0)
+                        return 0;
+                tstat_add(&t->stats[c->node.role].bytes_in, (uint64_t) k);
+        }
+        return 1;
+}
+
+/* Flood/stall: after the header, send the stream until the peer goes away. */
+static int tconn_flood(TChild *t, TConn *c, uint32_t events) {
+        TStats *st = &t->stats[c->node.role];
+        int r;
+
+        if (!c->buf) {
+                r = tconn_read_header(t, c);
+                if (r <= 0)
+                        return r < 0 ? r : 1;
+                return tconn_set_events(t, c, EPOLLIN | EPOLLOUT) < 0 ? -EIO : 1;
+        }
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                r = tconn_drain(t, c);
+                if (r <= 0)
+                        return r;
+        }
+        if (!(events & EPOLLOUT))
+                return 1;
+        for (unsigned i = 0; i < 16; i++) {
+                ssize_t k;
+
+                if (c->off == c->len) {
+                        gen_fill(&c->gen, c->buf, TARGET_BUF);
+                        c->off = 0;
+                        c->len = TARGET_BUF;
+                }
+                k = send(c->node.fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 1 : negative_errno();
+                }
+                c->off += (size_t) k;
+                tstat_add(&st->bytes_out, (uint64_t) k);
+        }
+        return 1;
+}
+
+static void tchild_accept(TChild *t, TNode *l) {
+        for (unsigned i = 0; i < 256; i++) {
+                struct epoll_event ev = {
+                        .events = EPOLLIN,
+                };
+                TConn *c;
+                int fd;
+
+                fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                        if (IN_SET(errno, EINTR, ECONNABORTED))
+                                continue;
+                        if (errno != EAGAIN)
+                                tstat_add(&t->stats[l->role].failed, 1);
+                        return;
+                }
+                tstat_add(&t->stats[l->role].accepted, 1);
+                c = calloc(1, sizeof(TConn));
+                if (!c) {
+                        (void) safe_close(fd);
+                        tstat_add(&t->stats[l->role].failed, 1);
+                        tstat_add(&t->stats[l->role].closed, 1);
+                        continue;
+                }
+                *c = (TConn) {
+                        .node.kind = TNODE_CONN,
+                        .node.fd = fd,
+                        .node.role = l->role,
+                        .events = EPOLLIN,
+                };
+                if (l->role == TROLE_HELLO) {
+                        const uint8_t hello = HELLO_BYTE;
+
+                        if (send(fd, &hello, 1, MSG_NOSIGNAL) != 1) {
+                                tconn_free(t, c, -EIO);
+                                continue;
+                        }
+                        tstat_add(&t->stats[l->role].bytes_out, 1);
+                }
+                ev.data.ptr = c;
+                if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+                        tconn_free(t, c, -EIO);
+        }
+}
+
+static void tchild_conn_event(TChild *t, TConn *c, uint32_t events) {
+        int r;
+
+        switch (c->node.role) {
+        case TROLE_ECHO:
+                r = tconn_echo(t, c);
+                break;
+        case TROLE_HELLO:
+                r = tconn_drain(t, c);
+                break;
+        case TROLE_FLOOD:
+        case TROLE_STALL:
+                r = tconn_flood(t, c, events);
+                break;
+        default:
+                abort();
+        }
+        if (r <= 0)
+                tconn_free(t, c, r);
+}
+
+static _Noreturn void tchild_main(int lfd[_TROLE_MAX], int pipe_fd, TStats *stats, pid_t parent) {
+        static TNode listeners[_TROLE_MAX], pipe_node;
+        struct epoll_event evs[256];
+        TChild t = {
+                .stats = stats,
+        };
+
+        /* Die with the parent, also if it was gone before prctl() took effect. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                _exit(EXIT_FAILURE);
+        (void) signal(SIGINT, SIG_IGN); /* ^C goes to the parent, which closes the pipe */
+
+        t.scratch = malloc(SCRATCH_SIZE);
+        t.epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (!t.scratch || t.epfd < 0)
+                _exit(EXIT_FAILURE);
+
+        pipe_node = (TNode) {
+                .kind = TNODE_PIPE,
+                .fd = pipe_fd,
+        };
+        if (epoll_ctl(t.epfd, EPOLL_CTL_ADD, pipe_fd,
+                      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &pipe_node }) < 0)
+                _exit(EXIT_FAILURE);
+        for (TRole role = 0; role < _TROLE_MAX; role++) {
+                listeners[role] = (TNode) {
+                        .kind = TNODE_LISTENER,
+                        .fd = lfd[role],
+                        .role = role,
+                };
+                if (epoll_ctl(t.epfd, EPOLL_CTL_ADD, lfd[role],
+                              &(struct epoll_event) { .events = EPOLLIN, .data.ptr = &listeners[role] }) < 0)
+                        _exit(EXIT_FAILURE);
+        }
+
+        for (;;) {
+                int n = epoll_wait(t.epfd, evs, (int) ELEMENTSOF(evs), -1);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        _exit(EXIT_FAILURE);
+                }
+                for (int i = 0; i < n; i++) {
+                        TNode *node = evs[i].data.ptr;
+
+                        switch (node->kind) {
+                        case TNODE_PIPE:
+                                _exit(EXIT_SUCCESS);
+                        case TNODE_LISTENER:
+                                tchild_accept(&t, node);
+                                break;
+                        case TNODE_CONN:
+                                tchild_conn_event(&t, (TConn *) node, evs[i].events);
+                                break;
+                        }
+                }
+        }
+}
+
+static int tlisten(uint16_t *ret_port, int *ret_fd) {
+        struct sockaddr_in sa = {
+                .sin_family = AF_INET,
+                .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+        };
+        socklen_t salen = sizeof(sa);
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return negative_errno();
+        if (listen(fd, 4096) < 0)
+                return negative_errno();
+        if (getsockname(fd, (struct sockaddr *) &sa, &salen) < 0)
+                return negative_errno();
+        *ret_port = ntohs(sa.sin_port);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* Creates the listeners and forks the child. Call before any thread exists. */
+static int target_start(Target *t) {
+        int lfd[_TROLE_MAX], pipefd[2] = { -EBADF, -EBADF }, r = 0;
+        pid_t parent = getpid(), pid;
+        TStats *stats;
+
+        *t = (Target) {
+                .pid = -1,
+                .pipe_fd = -EBADF,
+        };
+        for (TRole role = 0; role < _TROLE_MAX; role++)
+                lfd[role] = -EBADF;
+
+        stats = mmap(NULL, sizeof(TStats) * _TROLE_MAX, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+        if (stats == MAP_FAILED)
+                return negative_errno();
+        t->stats = stats;
+
+        for (TRole role = 0; role < _TROLE_MAX && r >= 0; role++)
+                r = tlisten(&t->port[role], &lfd[role]);
+        if (r >= 0 && pipe2(pipefd, O_CLOEXEC) < 0)
+                r = negative_errno();
+        if (r >= 0) {
+                (void) fflush(NULL);
+                pid = fork();
+                if (pid < 0)
+                        r = negative_errno();
+                else if (pid == 0) {
+                        (void) safe_close(pipefd[1]);
+                        tchild_main(lfd, pipefd[0], stats, parent);
+                } else {
+                        t->pid = pid;
+                        t->pipe_fd = TAKE_FD(pipefd[1]);
+                }
+        }
+
+        for (TRole role = 0; role < _TROLE_MAX; role++)
+                (void) safe_close(lfd[role]);
+        (void) safe_close(pipefd[0]);
+        (void) safe_close(pipefd[1]);
+        return r;
+}
+
+/* -ESRCH if the child has exited. */
+static int target_check(Target *t) {
+        int status;
+
+        if (t->pid <= 0)
+                return -ESRCH;
+        if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
+                fail("the target process exited unexpectedly (status 0x%x)", (unsigned) status);
+                t->pid = -1;
+                return -ESRCH;
+        }
+        return 0;
+}
+
+/* Safe on a zeroed or failed Target: closes the pipe, waits up to 2 s for the child, then kills it. */
+static void target_stop(Target *t) {
+        if (t->pid > 0) {
+                t->pipe_fd = safe_close(t->pipe_fd);
+                for (unsigned i = 0; i < 200; i++) {
+                        if (waitpid(t->pid, NULL, WNOHANG) == t->pid) {
+                                t->pid = -1;
+                                break;
+                        }
+                        sleep_usec(10 * USEC_PER_MSEC);
+                }
+                if (t->pid > 0) {
+                        (void) kill(t->pid, SIGKILL);
+                        (void) waitpid(t->pid, NULL, 0);
+                        t->pid = -1;
+                }
+        }
+        t->pipe_fd = safe_close(t->pipe_fd);
+        if (t->stats && t->stats != MAP_FAILED)
+                (void) munmap(t->stats, sizeof(TStats) * _TROLE_MAX);
+        t->stats = NULL;
+}
+
+/* Waits until the target has seen `closed` closes on role; -ETIMEDOUT after usec. */
+static int target_wait_closed(Target *t, TRole role, uint64_t closed, uint64_t usec) {
+        uint64_t until = now_usec() + usec;
+
+        while (TSTAT(t, role, closed) < closed) {
+                if (target_check(t) < 0)
+                        return -ESRCH;
+                if (now_usec() >= until)
+                        return -ETIMEDOUT;
+                sleep_usec(5 * USEC_PER_MSEC);
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Client side: many non-blocking connections on one epoll loop (level-triggered). */
+
+typedef enum ConnState {
+        CONN_FREE,
+        CONN_RETRY,      /* the konn socket's backlog was full (EAGAIN): connect() again soon */
+        CONN_CONNECTING, /* TCP connect() in progress */
+        CONN_REQUEST,    /* sending the CONNECT request */
+        CONN_REPLY,      /* reading the CONNECT reply */
+        CONN_OPEN,
+} ConnState;
+
+typedef struct Conn {
+        int fd;
+        ConnState state;
+        uint32_t events; /* registered with epoll; 0: not registered */
+        const char *uds; /* NULL: direct TCP */
+        uint16_t port;
+        bool ready;      /* open, and (hello) its byte has arrived */
+        uint64_t t_start;
+        uint64_t t_done;
+        size_t req_off;
+        size_t reply_len;
+        char reply[CONN_REPLY_MAX];
+        /* echo-many */
+        Gen sgen, rgen;
+        uint64_t size, sent, received;
+        uint8_t *wbuf;
+        size_t woff, wlen;
+} Conn;
+
+typedef struct Loop {
+        int epfd;
+        Conn **retry;
+        size_t n_retry, retry_cap;
+} Loop;
+
+static int conn_set_events(Loop *lp, Conn *c, uint32_t events) {
+        struct epoll_event ev = {
+                .events = events,
+                .data.ptr = c,
+        };
+        int op;
+
+        if (events == c->events)
+                return 0;
+        op = c->events == 0 ? EPOLL_CTL_ADD : events == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+        if (epoll_ctl(lp->epfd, op, c->fd, &ev) < 0)
+                return negative_errno();
+        c->events = events;
+        return 0;
+}
+
+static void conn_close(Conn *c) {
+        c->fd = safe_close(c->fd); /* also leaves the epoll set */
+        c->events = 0;
+        c->state = CONN_FREE;
+        c->ready = false;
+        c->wbuf = mfree(c->wbuf);
+}
+
+/* n closed connections; NULL on OOM. */
+static Conn *conns_new(unsigned n) {
+        Conn *conns = calloc(MAX(n, 1U), sizeof(Conn));
+
+        if (!conns)
+                return NULL;
+        for (unsigned i = 0; i < n; i++)
+                conns[i].fd = -EBADF;
+        return conns;
+}
+
+/* Closes and frees a set of connections; the retry list only ever refers to the current set. */
+static void conns_free(Loop *lp, Conn *conns, unsigned n) {
+        lp->n_retry = 0;
+        if (!conns)
+                return;
+        for (unsigned i = 0; i < n; i++)
+                conn_close(&conns[i]);
+        free(conns);
+}
+
+static int loop_add_retry(Loop *lp, Conn *c) {
+        if (lp->n_retry == lp->retry_cap) {
+                size_t cap = MAX(lp->retry_cap * 2, (size_t) 64);
+                Conn **p = realloc(lp->retry, cap * sizeof(Conn *));
+
+                if (!p)
+                        return -ENOMEM;
+                lp->retry = p;
+                lp->retry_cap = cap;
+        }
+        lp->retry[lp->n_retry++] = c;
+        c->state = CONN_RETRY;
+        return 0;
+}
+
+static int conn_send_request(Loop *lp, Conn *c) {
+        char request[128];
+        size_t n = (size_t) format_connect_request(c->port, request, sizeof(request));
+
+        while (c->req_off < n) {
+                ssize_t k = send(c->fd, request + c->req_off, n - c->req_off, MSG_NOSIGNAL);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN) {
+                                c->state = CONN_REQUEST;
+                                return conn_set_events(lp, c, EPOLLOUT);
+                        }
+                        return negative_errno();
+                }
+                c->req_off += (size_t) k;
+        }
+        c->state = CONN_REPLY;
+        return conn_set_events(lp, c, EPOLLIN);
+}
+
+static int conn_connect(Loop *lp, Conn *c) {
+        if (c->uds) {
+                struct sockaddr_un sa = {
+                        .sun_family = AF_UNIX,
+                };
+
+                if (strlen(c->uds) >= sizeof(sa.sun_path))
+                        return -ENAMETOOLONG;
+                memcpy(sa.sun_path, c->uds, strlen(c->uds));
+                if (connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                        if (errno == EAGAIN)
+                                return loop_add_retry(lp, c);
+                        return negative_errno();
+                }
+                c->req_off = 0;
+                return conn_send_request(lp, c);
+        }
+
+        struct sockaddr_in sa = {
+                .sin_family = AF_INET,
+                .sin_port = htons(c->port),
+                .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+        };
+        if (connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 && errno != EINPROGRESS)
+                return negative_errno();
+        /* Also when connect() completed at once: EPOLLOUT fires right away. */
+        c->state = CONN_CONNECTING;
+        return conn_set_events(lp, c, EPOLLOUT);
+}
+
+/* Starts a connection to port, direct (uds NULL) or through the konn socket uds. c must be closed. */
+static int conn_begin(Loop *lp, Conn *c, const char *uds, uint16_t port) {
+        assert(c->fd < 0 || c->state == CONN_FREE);
+        *c = (Conn) {
+                .fd = -EBADF,
+                .uds = uds,
+                .port = port,
+                .t_start = now_usec(),
+        };
+        c->fd = socket(uds ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd < 0)
+                return negative_errno();
+        return conn_connect(lp, c);
+}
+
+/* connect() again for every connection that found the konn socket's backlog full. In place: each
+ * retry appends at most one entry, at an index not above the one being visited. */
+static int loop_retry_all(Loop *lp) {
+        size_t n = lp->n_retry;
+        int r;
+
+        lp->n_retry = 0;
+        for (size_t i = 0; i < n; i++) {
+                Conn *c = lp->retry[i];
+
+                if (c->state != CONN_RETRY)
+                        continue;
+                r = conn_connect(lp, c);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Advances the set-up of c on an epoll event. Returns 1 when the connection is open (*ret_extra and
+ * *ret_extra_len: tunnel bytes that came with the CONNECT reply), 0 while it is still being set up, or
+ * a negative errno (-EPROTO: a reply other than BENCH_CONNECT_REPLY, which is logged). */
+static int conn_setup_event(Loop *lp, Conn *c, const uint8_t **ret_extra, size_t *ret_extra_len) {
+        switch (c->state) {
+        case CONN_CONNECTING: {
+                int error = 0, r;
+                socklen_t len = sizeof(error);
+
+                if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
+                        return negative_errno();
+                if (error != 0)
+                        return -error;
+                c->state = CONN_OPEN;
+                r = conn_set_events(lp, c, EPOLLIN);
+                if (r < 0)
+                        return r;
+                *ret_extra = NULL;
+                *ret_extra_len = 0;
+                return 1;
+        }
+
+        case CONN_REQUEST:
+                return conn_send_request(lp, c);
+
+        case CONN_REPLY: {
+                const char *end;
+                size_t hlen;
+                ssize_t k;
+                int r;
+
+                k = recv(c->fd, c->reply + c->reply_len, sizeof(c->reply) - c->reply_len, 0);
+                if (k < 0)
+                        return IN_SET(errno, EAGAIN, EINTR) ? 0 : negative_errno();
+                if (k == 0) {
+                        char line[128];
+
+                        reply_first_line(c->reply, c->reply_len, line, sizeof(line));
+                        fail("konn closed the connection during the CONNECT reply (got '%s')", line);
+                        return -ECONNRESET;
+                }
+                c->reply_len += (size_t) k;
+                end = memmem(c->reply, c->reply_len, "\r\n\r\n", 4);
+                if (!end) {
+                        if (c->reply_len < sizeof(c->reply))
+                                return 0;
+                        return check_connect_reply(c->reply, c->reply_len);
+                }
+                hlen = (size_t) (end + 4 - c->reply);
+                r = check_connect_reply(c->reply, hlen);
+                if (r < 0)
+                        return r;
+                c->state = CONN_OPEN;
+                *ret_extra = (const uint8_t *) c->reply + hlen;
+                *ret_extra_len = c->reply_len - hlen;
+                return 1;
+        }
+
+        default:
+                return -EINVAL;
+        }
+}
+
+/* For connections to the hello target: 1 once HELLO_BYTE (and nothing else) has arrived, 0 while
+ * pending, negative errno on failure. */
+static int conn_hello_event(Loop *lp, Conn *c) {
+        const uint8_t *extra;
+        size_t n_extra;
+        uint8_t b[2];
+        ssize_t k;
+        int r;
+
+        if (c->state != CONN_OPEN) {
+                r = conn_setup_event(lp, c, &extra, &n_extra);
+                if (r <= 0 || n_extra == 0)
+                        return r < 0 ? r : 0;
+                return n_extra == 1 && extra[0] == HELLO_BYTE ? 1 : -EPROTO;
+        }
+        k = recv(c->fd, b, sizeof(b), 0);
+        if (k < 0)
+                return IN_SET(errno, EAGAIN, EINTR) ? 0 : negative_errno();
+        if (k == 0)
+                return -ECONNRESET;
+        return k == 1 && b[0] == HELLO_BYTE ? 1 : -EPROTO;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Scenarios and results. */
 
 typedef enum Scenario {
         SCENARIO_UPLOAD,
         SCENARIO_DOWNLOAD,
         SCENARIO_ECHO,
+        SCENARIO_ECHO_MANY,
+        SCENARIO_DIAL,
+        SCENARIO_DIAL_CONCURRENT,
+        SCENARIO_IDLE_RSS,
+        SCENARIO_IDLE_TUNNELS,
+        SCENARIO_HOL,
         _SCENARIO_MAX,
 } Scenario;
 
@@ -891,6 +1793,18 @@ static const char *const scenario_name[_SCENARIO_MAX] = {
         [SCENARIO_UPLOAD] = "upload",
         [SCENARIO_DOWNLOAD] = "download",
         [SCENARIO_ECHO] = "echo",
+        [SCENARIO_ECHO_MANY] = "echo-many",
+        [SCENARIO_DIAL] = "dial",
+        [SCENARIO_DIAL_CONCURRENT] = "dial-concurrent",
+        [SCENARIO_IDLE_RSS] = "idle-rss",
+        [SCENARIO_IDLE_TUNNELS] = "idle-tunnels",
+        [SCENARIO_HOL] = "hol",
+};
+
+/* Execution order: memory first, while the daemons are fresh; echo-many, the heaviest, last. */
+static const Scenario scenario_order[_SCENARIO_MAX] = {
+        SCENARIO_IDLE_RSS, SCENARIO_IDLE_TUNNELS, SCENARIO_DIAL, SCENARIO_DIAL_CONCURRENT, SCENARIO_UPLOAD,
+        SCENARIO_DOWNLOAD, SCENARIO_ECHO,         SCENARIO_HOL,  SCENARIO_ECHO_MANY,
 };
 
 static const Role scenario_role[_SCENARIO_MAX] = {
@@ -899,11 +1813,39 @@ static const Role scenario_role[_SCENARIO_MAX] = {
         [SCENARIO_ECHO] = ROLE_ECHO,
 };
 
+static bool scenario_enabled(Scenario sc) {
+        return arg_scenarios == 0 || (arg_scenarios & (1U << sc));
+}
+
+typedef enum TargetKind {
+        TARGET_NONE,
+        TARGET_RATIO_MIN, /* konn/direct >= value */
+        TARGET_RATIO_MAX, /* konn/direct <= value */
+        TARGET_KONN_MIN,  /* konn >= value */
+        TARGET_KONN_MAX,  /* konn <= value */
+} TargetKind;
+
+/* One line of the report: a metric of a scenario, with one value per run for each column. */
+typedef struct Row {
+        Scenario scenario;
+        char name[32];
+        char metric[48];
+        const char *unit;
+        unsigned decimals;
+        TargetKind target;
+        double target_value;
+        bool sum;      /* report the sum of the runs instead of the median */
+        bool no_ratio; /* konn/direct means nothing here */
+        double v[_TRANSPORT_MAX][RUNS_MAX];
+        unsigned n[_TRANSPORT_MAX];
+} Row;
+
 typedef struct Measurement {
         bool done;
         double seconds;   /* the bulk transfer, from first byte sent to last byte received */
         double setup_ms;  /* connect(), plus the CONNECT exchange through konn */
         uint64_t carried; /* payload bytes through the path, both directions counted */
+        uint64_t size;    /* payload bytes per direction */
         double bench_cpu_s;
         bool daemon_cpu_valid;
         double server_cpu_s;
@@ -912,27 +1854,48 @@ typedef struct Measurement {
 
 typedef struct Bench {
         Listener listeners[_ROLE_MAX];
+        Target target;
+        Loop loop;
         uint64_t generation;
-        uint8_t *buf;        /* client reader / sender */
-        uint8_t *wbuf;       /* echo writer thread */
+        uint8_t *buf;     /* client reader / sender, arg_buffer_size */
+        uint8_t *wbuf;    /* echo writer thread, arg_buffer_size */
+        uint8_t *scratch; /* gen_verify(), SCRATCH_SIZE */
         long clk_tck;
-        Measurement m[_SCENARIO_MAX][_TRANSPORT_MAX];
-        ProcMem mem_start[2], mem_end[2]; /* [0] server, [1] agent */
+        ProcMem mem_idle[2], mem_end[2]; /* [0] server, [1] agent */
+        Row rows[ROWS_MAX];
+        unsigned n_rows;
+        unsigned failed; /* bit mask of Scenario */
 } Bench;
 
-typedef struct EchoWriter {
-        Stream s;
-        uint64_t seed;
-        int error;
-} EchoWriter;
+static const char *const daemon_name[2] = { "server", "agent" };
 
-static void *echo_writer_thread(void *userdata) {
-        EchoWriter *w = userdata;
+/* Finds or adds the row (scenario, name, metric). NULL if the table is full (then nothing is recorded). */
+static Row *row(Bench *b, Scenario sc, const char *name, const char *metric, const char *unit,
+                unsigned decimals, TargetKind target, double target_value) {
+        Row *r;
 
-        w->error = stream_send(&w->s, w->seed);
-        if (w->error < 0)
-                (void) shutdown(w->s.fd, SHUT_RDWR); /* wake the reader */
-        return NULL;
+        for (unsigned i = 0; i < b->n_rows; i++)
+                if (b->rows[i].scenario == sc && streq(b->rows[i].name, name) &&
+                    streq(b->rows[i].metric, metric))
+                        return &b->rows[i];
+        if (b->n_rows >= ROWS_MAX)
+                return NULL;
+        r = &b->rows[b->n_rows++];
+        *r = (Row) {
+                .scenario = sc,
+                .unit = unit,
+                .decimals = decimals,
+                .target = target,
+                .target_value = target_value,
+        };
+        (void) snprintf(r->name, sizeof(r->name), "%s", name);
+        (void) snprintf(r->metric, sizeof(r->metric), "%s", metric);
+        return r;
+}
+
+static void row_add(Row *r, Transport tr, double v) {
+        if (r && r->n[tr] < RUNS_MAX)
+                r->v[tr][r->n[tr]++] = v;
 }
 
 static double rusage_cpu_s(void) {
@@ -942,6 +1905,10 @@ static double rusage_cpu_s(void) {
                 return 0;
         return (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6 +
                (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
+}
+
+static bool have_daemon_pids(void) {
+        return arg_server_pid > 0 && arg_agent_pid > 0;
 }
 
 static int daemons_cpu(uint64_t ret_ticks[2]) {
@@ -959,18 +1926,108 @@ static int daemons_cpu(uint64_t ret_ticks[2]) {
         return 0;
 }
 
-static bool have_daemon_pids(void) {
-        return arg_server_pid > 0 && arg_agent_pid > 0;
+/* Daemon CPU counters at the start of a konn measurement (valid stays false without pids). */
+typedef struct CpuMark {
+        bool valid;
+        uint64_t ticks[2];
+} CpuMark;
+
+static int cpu_mark(Transport tr, CpuMark *ret) {
+        CpuMark m = {};
+        int r;
+
+        if (tr == TRANSPORT_KONN && have_daemon_pids()) {
+                r = daemons_cpu(m.ticks);
+                if (r < 0) {
+                        fail("cannot read the daemons' /proc/PID/stat (did one exit?): %s", strerror(-r));
+                        return r;
+                }
+                m.valid = true;
+        }
+        *ret = m;
+        return 0;
 }
 
-/* Runs one scenario once. Logs the reason of any failure, and returns it. */
-static int run_one(Bench *b, Scenario sc, Transport tr, uint64_t seed) {
+/* CPU seconds of each daemon since start; false if start is not valid. */
+static int cpu_since(const Bench *b, const CpuMark *start, double ret_s[2]) {
+        uint64_t t[2];
+        int r;
+
+        if (!start->valid)
+                return 0;
+        r = daemons_cpu(t);
+        if (r < 0) {
+                fail("cannot read the daemons' /proc/PID/stat (did one exit?): %s", strerror(-r));
+                return r;
+        }
+        ret_s[0] = (double) (t[0] - start->ticks[0]) / (double) b->clk_tck;
+        ret_s[1] = (double) (t[1] - start->ticks[1]) / (double) b->clk_tck;
+        return 1;
+}
+
+/* Samples both daemons' memory until two samples 100 ms apart agree (at least SETTLE_MIN_USEC after
+ * the call, at most SETTLE_MAX_USEC). */
+static int daemons_mem_settled(ProcMem ret[2]) {
+        uint64_t start = now_usec();
+        ProcMem prev[2] = {}, cur[2] = {};
+        int r;
+
+        sleep_usec(SETTLE_MIN_USEC);
+        for (;;) {
+                r = proc_mem(arg_server_pid, &cur[0]);
+                if (r >= 0)
+                        r = proc_mem(arg_agent_pid, &cur[1]);
+                if (r < 0) {
+                        fail("cannot read the daemons' /proc/PID/status (did one exit?): %s", strerror(-r));
+                        return r;
+                }
+                if (prev[0].valid && prev[0].vmrss_kib == cur[0].vmrss_kib &&
+                    prev[0].rssanon_kib == cur[0].rssanon_kib && prev[1].vmrss_kib == cur[1].vmrss_kib &&
+                    prev[1].rssanon_kib == cur[1].rssanon_kib)
+                        break;
+                if (now_usec() - start >= SETTLE_MAX_USEC)
+                        break;
+                prev[0] = cur[0];
+                prev[1] = cur[1];
+                sleep_usec(100 * USEC_PER_MSEC);
+        }
+        ret[0] = cur[0];
+        ret[1] = cur[1];
+        return 0;
+}
+
+static double mib_per_s(uint64_t bytes, double seconds) {
+        return seconds > 0 ? (double) bytes / MIB_F / seconds : 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* upload, download, echo: one tunnel, the thread targets. */
+
+typedef struct EchoWriter {
+        Stream s;
+        uint64_t seed;
+        int error;
+} EchoWriter;
+
+static void *echo_writer_thread(void *userdata) {
+        EchoWriter *w = userdata;
+
+        w->error = stream_send(&w->s, w->seed);
+        if (w->error < 0)
+                (void) shutdown(w->s.fd, SHUT_RDWR); /* wake the reader */
+        return NULL;
+}
+
+/* Runs one bulk scenario once. Logs the reason of any failure, and returns it. */
+static int run_bulk_one(Bench *b, Scenario sc, Transport tr, uint64_t seed, Measurement *ret) {
         Listener *l = &b->listeners[scenario_role[sc]];
         const char *what_sc = scenario_name[sc], *what_tr = transport_name[tr];
         _cleanup_close_ int fd = -EBADF;
-        uint64_t expected, deadline, t_setup, t0, t1 = 0, cpu0[2] = {}, cpu1[2] = {};
+        uint64_t expected, deadline, t_setup, t0, t1 = 0;
         TargetResult res = {};
         Measurement m = {};
+        CpuMark cpu;
+        double cpu_s[2];
         Stream s;
         Digest d;
         Job job;
@@ -988,21 +2045,13 @@ static int run_one(Bench *b, Scenario sc, Transport tr, uint64_t seed) {
         };
         target_post_job(l, &job);
 
-        if (tr == TRANSPORT_KONN && have_daemon_pids()) {
-                r = daemons_cpu(cpu0);
-                if (r < 0) {
-                        fail("%s via %s: cannot read the daemons' /proc/PID/stat: %s", what_sc, what_tr,
-                             strerror(-r));
-                        return r;
-                }
-        }
+        r = cpu_mark(tr, &cpu);
+        if (r < 0)
+                return r;
         bench0 = rusage_cpu_s();
 
         t_setup = now_usec();
-        if (tr == TRANSPORT_DIRECT)
-                r = connect_direct(l->port, deadline, &fd);
-        else
-                r = connect_konn(arg_konn_uds, l->port, deadline, &fd);
+        r = connect_to(tr == TRANSPORT_KONN ? arg_konn_uds : NULL, l->port, deadline, &fd);
         if (r < 0) {
                 fail("%s via %s: failed to open the connection to the %s: %s", what_sc, what_tr,
                      role_name[l->role], strerror(-r));
@@ -1126,114 +2175,976 @@ static int run_one(Bench *b, Scenario sc, Transport tr, uint64_t seed) {
         if (sc == SCENARIO_UPLOAD)
                 t1 = res.done_usec;
         m.seconds = (double) (t1 > t0 ? t1 - t0 : 1) / 1e6;
+        m.size = arg_size;
         m.carried = sc == SCENARIO_ECHO ? 2 * arg_size : arg_size;
         m.bench_cpu_s = rusage_cpu_s() - bench0;
 
-        if (tr == TRANSPORT_KONN && have_daemon_pids()) {
-                r = daemons_cpu(cpu1);
-                if (r < 0) {
-                        fail("%s via %s: cannot read the daemons' /proc/PID/stat (did one exit?): %s",
-                             what_sc, what_tr, strerror(-r));
-                        return r;
-                }
+        r = cpu_since(b, &cpu, cpu_s);
+        if (r < 0)
+                return r;
+        if (r > 0) {
                 m.daemon_cpu_valid = true;
-                m.server_cpu_s = (double) (cpu1[0] - cpu0[0]) / (double) b->clk_tck;
-                m.agent_cpu_s = (double) (cpu1[1] - cpu0[1]) / (double) b->clk_tck;
+                m.server_cpu_s = cpu_s[0];
+                m.agent_cpu_s = cpu_s[1];
         }
 
         m.done = true;
-        b->m[sc][tr] = m;
+        *ret = m;
+        return 0;
+}
+
+/* Throughput row, and for konn the daemons' CPU per GiB carried. */
+static void record_transfer(Bench *b, Scenario sc, const char *name, const char *metric, TargetKind target,
+                            Transport tr, const Measurement *m) {
+        row_add(row(b, sc, name, metric, "MiB/s", 1, target, 0.5), tr, mib_per_s(m->size, m->seconds));
+        if (tr != TRANSPORT_KONN || !m->daemon_cpu_valid)
+                return;
+        double gib = (double) m->carried / GIB;
+        row_add(row(b, sc, name, "CPU server+agent per GiB", "s", 3, TARGET_KONN_MAX, 1.5), tr,
+                (m->server_cpu_s + m->agent_cpu_s) / gib);
+        row_add(row(b, sc, name, "CPU server per GiB", "s", 3, TARGET_NONE, 0), tr, m->server_cpu_s / gib);
+        row_add(row(b, sc, name, "CPU agent per GiB", "s", 3, TARGET_NONE, 0), tr, m->agent_cpu_s / gib);
+}
+
+static int run_bulk(Bench *b, Scenario sc, unsigned run) {
+        int r;
+
+        for (Transport tr = 0; tr < _TRANSPORT_MAX; tr++) {
+                /* A fixed seed per scenario, transport and run: reproducible, and different in every run. */
+                uint64_t seed = UINT64_C(0x6b6f6e6e2d62656e) + (sc * _TRANSPORT_MAX + tr) * RUNS_MAX + run;
+                Measurement m;
+
+                if (tr == TRANSPORT_KONN && !arg_konn_uds)
+                        continue;
+                r = run_bulk_one(b, sc, tr, seed, &m);
+                if (r < 0)
+                        return r;
+                record_transfer(b, sc, scenario_name[sc],
+                                sc == SCENARIO_ECHO ? "throughput per direction" : "throughput",
+                                sc == SCENARIO_ECHO ? TARGET_NONE : TARGET_RATIO_MIN, tr, &m);
+        }
         return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Report. */
+/* Many connections: opening, echo-many. */
 
-static double mib_per_s(const Measurement *m, uint64_t size) {
-        return (double) size / MIB_F / m->seconds;
+/* Waits for events (at most 1 s, or 1 ms while connections wait to retry), after retrying those.
+ * Returns the number of events, 0 on timeout or EINTR, -ETIMEDOUT past deadline, -ESRCH if the target
+ * process died. */
+static int loop_wait(Bench *b, struct epoll_event *evs, int max, uint64_t deadline) {
+        Loop *lp = &b->loop;
+        uint64_t now;
+        int n, timeout, r;
+
+        r = loop_retry_all(lp);
+        if (r < 0)
+                return r;
+        now = now_usec();
+        if (now >= deadline)
+                return -ETIMEDOUT;
+        timeout = lp->n_retry > 0 ? 1 : (int) MIN((deadline - now + 999) / 1000, (uint64_t) 1000);
+        n = epoll_wait(lp->epfd, evs, max, timeout);
+        if (n < 0)
+                return errno == EINTR ? 0 : negative_errno();
+        if (n == 0 && target_check(&b->target) < 0)
+                return -ESRCH;
+        return n;
 }
 
-static double cpu_per_gib(const Measurement *m) {
-        return (m->server_cpu_s + m->agent_cpu_s) / ((double) m->carried / GIB);
-}
+/* Opens n connections to port, at most OPEN_INFLIGHT being set up at a time. With hello, a connection
+ * is ready when the target's HELLO_BYTE has arrived (and it stays registered for EPOLLIN, so that a
+ * close is noticed); otherwise when it is open and nothing has arrived. Logs failures. */
+static int open_many(Bench *b, const char *what, Conn *conns, unsigned n, const char *uds, uint16_t port,
+                     bool hello, uint64_t deadline) {
+        struct epoll_event evs[256];
+        unsigned next = 0, inflight = 0, ready = 0;
+        int r;
 
-static void print_size(FILE *f, uint64_t size) {
-        if (size % (1ULL << 30) == 0)
-                fprintf(f, "%" PRIu64 " GiB", size >> 30);
-        else if (size % (1ULL << 20) == 0)
-                fprintf(f, "%" PRIu64 " MiB", size >> 20);
-        else
-                fprintf(f, "%" PRIu64 " bytes", size);
-}
-
-static void print_table(const Bench *b) {
-        printf("konn-bench %s: ", PACKAGE_VERSION);
-        print_size(stdout, arg_size);
-        printf(" per scenario and direction, %zu KiB buffers, %ld CPUs online.\n", arg_buffer_size / 1024,
-               sysconf(_SC_NPROCESSORS_ONLN));
-        printf("Throughput in MiB/s (1 MiB = 1048576 bytes), payload bytes over transfer time; "
-               "echo is per direction.\n");
-        printf("konn CPU s/GiB: konn-server + konn-agent CPU time (utime+stime) per GiB carried (echo "
-               "carries 2x);\nserver s, agent s: each daemon's CPU seconds during that konn run.\n\n");
-        printf(ROW_FORMAT, "scenario", "direct MiB/s", "konn MiB/s", "konn/direct", "konn CPU s/GiB",
-               "server s", "agent s");
-
-        for (Scenario sc = 0; sc < _SCENARIO_MAX; sc++) {
-                const Measurement *md = &b->m[sc][TRANSPORT_DIRECT], *mk = &b->m[sc][TRANSPORT_KONN];
-                char direct[32] = "-", konn[32] = "-", ratio[32] = "-", cpu[32] = "-", scpu[32] = "-",
-                     acpu[32] = "-";
-
-                if (!md->done && !mk->done)
-                        continue;
-                if (md->done)
-                        (void) snprintf(direct, sizeof(direct), "%.1f", mib_per_s(md, arg_size));
-                if (mk->done)
-                        (void) snprintf(konn, sizeof(konn), "%.1f", mib_per_s(mk, arg_size));
-                if (md->done && mk->done)
-                        (void) snprintf(ratio, sizeof(ratio), "%.3f",
-                                        mib_per_s(mk, arg_size) / mib_per_s(md, arg_size));
-                if (mk->done && mk->daemon_cpu_valid) {
-                        (void) snprintf(cpu, sizeof(cpu), "%.3f", cpu_per_gib(mk));
-                        (void) snprintf(scpu, sizeof(scpu), "%.2f", mk->server_cpu_s);
-                        (void) snprintf(acpu, sizeof(acpu), "%.2f", mk->agent_cpu_s);
+        while (ready < n) {
+                while (inflight < OPEN_INFLIGHT && next < n) {
+                        r = conn_begin(&b->loop, &conns[next], uds, port);
+                        if (r < 0) {
+                                fail("%s: connection %u of %u: %s", what, next + 1, n, strerror(-r));
+                                return r;
+                        }
+                        next++;
+                        inflight++;
                 }
-                printf(ROW_FORMAT, scenario_name[sc], direct, konn, ratio, cpu, scpu, acpu);
+
+                r = loop_wait(b, evs, (int) ELEMENTSOF(evs), deadline);
+                if (r < 0) {
+                        fail("%s: %u of %u connections ready: %s", what, ready, n, strerror(-r));
+                        return r;
+                }
+                for (int i = 0; i < r; i++) {
+                        Conn *c = evs[i].data.ptr;
+                        unsigned index = (unsigned) (c - conns);
+                        int k;
+
+                        if (c->ready) {
+                                /* An idle connection that should not have had anything to say. */
+                                uint8_t x;
+                                ssize_t m = recv(c->fd, &x, 1, 0);
+
+                                if (m < 0 && IN_SET(errno, EAGAIN, EINTR))
+                                        continue;
+                                k = m == 0 ? -ECONNRESET : m < 0 ? negative_errno() : -EPROTO;
+                        } else if (hello)
+                                k = conn_hello_event(&b->loop, c);
+                        else {
+                                const uint8_t *extra;
+                                size_t n_extra;
+
+                                k = conn_setup_event(&b->loop, c, &extra, &n_extra);
+                                if (k > 0 && n_extra > 0)
+                                        k = -EPROTO;
+                        }
+                        if (k < 0) {
+                                fail("%s: connection %u of %u (%u ready) failed: %s", what, index + 1, n,
+                                     ready, strerror(-k));
+                                return k;
+                        }
+                        if (k == 0)
+                                continue;
+                        c->ready = true;
+                        c->t_done = now_usec();
+                        ready++;
+                        inflight--;
+                }
+        }
+        return 0;
+}
+
+static int echo_many_write(Loop *lp, Conn *c) {
+        for (unsigned i = 0; i < 4; i++) {
+                ssize_t k;
+
+                if (c->woff == c->wlen) {
+                        size_t n;
+
+                        if (c->sent == c->size)
+                                return conn_set_events(lp, c, EPOLLIN);
+                        n = (size_t) MIN((uint64_t) CONN_WBUF, c->size - c->sent);
+                        gen_fill(&c->sgen, c->wbuf, n);
+                        c->sent += n;
+                        c->woff = 0;
+                        c->wlen = n;
+                }
+                k = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                c->woff += (size_t) k;
+        }
+        return 0;
+}
+
+/* 1 when the connection is finished (all bytes back, then EOF; closed here), 0 to go on. */
+static int echo_many_read(Bench *b, Conn *c) {
+        ssize_t k = recv(c->fd, b->buf, arg_buffer_size, 0);
+
+        if (k < 0)
+                return IN_SET(errno, EAGAIN, EINTR) ? 0 : negative_errno();
+        if (k == 0) {
+                if (c->received != c->size)
+                        return -ECONNRESET;
+                conn_close(c);
+                return 1;
+        }
+        if (c->received + (uint64_t) k > c->size)
+                return -EPROTO;
+        if (!gen_verify(&c->rgen, b->buf, (size_t) k, b->scratch, SCRATCH_SIZE))
+                return -EBADMSG;
+        c->received += (uint64_t) k;
+        if (c->received == c->size)
+                c->t_done = now_usec();
+        return 0;
+}
+
+static int echo_many_once(Bench *b, Transport tr, unsigned run, Measurement *ret) {
+        const char *uds = tr == TRANSPORT_KONN ? arg_konn_uds : NULL, *what_tr = transport_name[tr];
+        uint64_t deadline = now_usec() + (uint64_t) arg_timeout_sec * USEC_PER_SEC, t0, t_end = 0;
+        uint64_t verify0 = TSTAT(&b->target, TROLE_ECHO, verify_failed);
+        uint64_t failed0 = TSTAT(&b->target, TROLE_ECHO, failed);
+        unsigned n = arg_tunnels, finished = 0;
+        struct epoll_event evs[256];
+        Measurement m = {};
+        double bench0, cpu_s[2];
+        char what[64];
+        CpuMark cpu;
+        Conn *conns;
+        int r;
+
+        (void) snprintf(what, sizeof(what), "echo-many via %s", what_tr);
+        conns = conns_new(n);
+        if (!conns)
+                return -ENOMEM;
+
+        r = open_many(b, what, conns, n, uds, b->target.port[TROLE_ECHO], false, deadline);
+        if (r < 0)
+                goto finish;
+
+        for (unsigned i = 0; i < n && r >= 0; i++) {
+                Conn *c = &conns[i];
+                uint64_t seed =
+                        UINT64_C(0x6563686f2d6d616e) + ((uint64_t) run * _TRANSPORT_MAX + tr) * n + i;
+                uint64_t hdr[2] = { htole64(arg_tunnel_size), htole64(seed) };
+
+                gen_init(&c->sgen, seed);
+                gen_init(&c->rgen, seed);
+                c->size = arg_tunnel_size;
+                c->wbuf = malloc(CONN_WBUF);
+                if (!c->wbuf) {
+                        r = -ENOMEM;
+                        break;
+                }
+                memcpy(c->wbuf, hdr, HDR_SIZE);
+                c->woff = 0;
+                c->wlen = HDR_SIZE;
+        }
+        if (r < 0)
+                goto finish;
+
+        r = cpu_mark(tr, &cpu);
+        if (r < 0)
+                goto finish;
+        bench0 = rusage_cpu_s();
+        t0 = now_usec();
+        for (unsigned i = 0; i < n && r >= 0; i++)
+                r = conn_set_events(&b->loop, &conns[i], EPOLLIN | EPOLLOUT);
+        if (r < 0)
+                goto finish;
+
+        while (finished < n) {
+                r = loop_wait(b, evs, (int) ELEMENTSOF(evs), deadline);
+                if (r < 0) {
+                        fail("%s: %u of %u tunnels finished: %s", what, finished, n, strerror(-r));
+                        goto finish;
+                }
+                for (int i = 0; i < r; i++) {
+                        Conn *c = evs[i].data.ptr;
+                        unsigned index = (unsigned) (c - conns);
+                        int k = 0;
+
+                        if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                                k = echo_many_read(b, c);
+                                if (k > 0) {
+                                        t_end = MAX(t_end, c->t_done);
+                                        finished++;
+                                        continue;
+                                }
+                        }
+                        if (k == 0 && (evs[i].events & EPOLLOUT))
+                                k = echo_many_write(&b->loop, c);
+                        if (k < 0) {
+                                fail("%s: tunnel %u: %s after %" PRIu64 " bytes sent, %" PRIu64
+                                     " of %" PRIu64 " received",
+                                     what, index + 1,
+                                     k == -EBADMSG  ? "the echo differs from what was sent"
+                                     : k == -EPROTO ? "more bytes came back than were sent"
+                                                    : strerror(-k),
+                                     c->sent, c->received, c->size);
+                                r = k;
+                                goto finish;
+                        }
+                }
         }
 
+        if (TSTAT(&b->target, TROLE_ECHO, verify_failed) != verify0 ||
+            TSTAT(&b->target, TROLE_ECHO, failed) != failed0) {
+                fail("%s: the echo target saw %" PRIu64 " tunnels with wrong data and %" PRIu64 " failures",
+                     what, TSTAT(&b->target, TROLE_ECHO, verify_failed) - verify0,
+                     TSTAT(&b->target, TROLE_ECHO, failed) - failed0);
+                r = -EBADMSG;
+                goto finish;
+        }
+
+        m.seconds = (double) (t_end > t0 ? t_end - t0 : 1) / 1e6;
+        m.size = (uint64_t) n * arg_tunnel_size;
+        m.carried = 2 * m.size;
+        m.bench_cpu_s = rusage_cpu_s() - bench0;
+        r = cpu_since(b, &cpu, cpu_s);
+        if (r < 0)
+                goto finish;
+        if (r > 0) {
+                m.daemon_cpu_valid = true;
+                m.server_cpu_s = cpu_s[0];
+                m.agent_cpu_s = cpu_s[1];
+        }
+        m.done = true;
+        *ret = m;
+        r = 0;
+finish:
+        conns_free(&b->loop, conns, n);
+        return r;
+}
+
+static int run_echo_many(Bench *b, unsigned run) {
+        int r;
+
+        for (Transport tr = 0; tr < _TRANSPORT_MAX; tr++) {
+                Measurement m;
+
+                if (tr == TRANSPORT_KONN && !arg_konn_uds)
+                        continue;
+                r = echo_many_once(b, tr, run, &m);
+                if (r < 0)
+                        return r;
+                record_transfer(b, SCENARIO_ECHO_MANY, scenario_name[SCENARIO_ECHO_MANY],
+                                "aggregate throughput per direction", TARGET_RATIO_MIN, tr, &m);
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* dial, dial-concurrent: CONNECT (or TCP connect) until the hello target's byte has arrived. */
+
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned pct) {
+        size_t rank = ((size_t) pct * n + 99) / 100;
+
+        return sorted[rank > 0 ? rank - 1 : 0];
+}
+
+static int dial_one_blocking(const char *uds, uint16_t port, uint64_t deadline, uint64_t *ret_usec) {
+        _cleanup_close_ int fd = -EBADF;
+        uint64_t t0 = now_usec();
+        uint8_t hello[1];
+        size_t n = 0;
+        int r;
+
+        if (uds)
+                r = connect_konn(uds, port, deadline, hello, sizeof(hello), &n, &fd);
+        else
+                r = connect_direct(port, deadline, &fd);
+        if (r < 0)
+                return r;
+        while (n == 0) {
+                ssize_t k = recv(fd, hello, sizeof(hello), 0);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return io_errno(deadline);
+                }
+                if (k == 0)
+                        return -ECONNRESET;
+                n = (size_t) k;
+        }
+        if (hello[0] != HELLO_BYTE)
+                return -EPROTO;
+        *ret_usec = now_usec() - t0;
+        return 0;
+}
+
+static int dial_sequential(const char *what, const char *uds, uint16_t port, unsigned count,
+                           uint64_t deadline, uint64_t *lat) {
+        int r;
+
+        for (unsigned i = 0; i < count; i++) {
+                r = dial_one_blocking(uds, port, deadline, &lat[i]);
+                if (r < 0) {
+                        fail("%s: dial %u of %u failed: %s", what, i + 1, count, strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static int dial_concurrent(Bench *b, const char *what, const char *uds, uint16_t port, unsigned dialers,
+                           unsigned total, uint64_t deadline, uint64_t *lat) {
+        struct epoll_event evs[256];
+        unsigned started = 0, finished = 0;
+        Conn *conns;
+        int r = 0;
+
+        dialers = MIN(dialers, total);
+        conns = conns_new(dialers);
+        if (!conns)
+                return -ENOMEM;
+
+        for (unsigned i = 0; i < dialers && r >= 0; i++, started++)
+                r = conn_begin(&b->loop, &conns[i], uds, port);
+        while (r >= 0 && finished < total) {
+                r = loop_wait(b, evs, (int) ELEMENTSOF(evs), deadline);
+                if (r < 0)
+                        break;
+                for (int i = 0; i < r; i++) {
+                        Conn *c = evs[i].data.ptr;
+                        int k = conn_hello_event(&b->loop, c);
+
+                        if (k < 0) {
+                                r = k;
+                                break;
+                        }
+                        if (k == 0)
+                                continue;
+                        lat[finished++] = now_usec() - c->t_start;
+                        conn_close(c);
+                        if (started < total) {
+                                k = conn_begin(&b->loop, c, uds, port);
+                                if (k < 0) {
+                                        r = k;
+                                        break;
+                                }
+                                started++;
+                        }
+                }
+        }
+        if (r < 0)
+                fail("%s: %u of %u dials done: %s", what, finished, total, strerror(-r));
+        conns_free(&b->loop, conns, dialers);
+        return r < 0 ? r : 0;
+}
+
+static int run_dial(Bench *b, Scenario sc, unsigned run) {
+        unsigned count = sc == SCENARIO_DIAL ? arg_dials : arg_concurrent_dials;
+        uint16_t port = b->target.port[TROLE_HELLO];
+        const char *name = scenario_name[sc];
+        int r;
+
+        for (Transport tr = 0; tr < _TRANSPORT_MAX; tr++) {
+                const char *uds = tr == TRANSPORT_KONN ? arg_konn_uds : NULL;
+                uint64_t deadline = now_usec() + (uint64_t) arg_timeout_sec * USEC_PER_SEC, t0, t1;
+                uint64_t failed0 = TSTAT(&b->target, TROLE_HELLO, failed);
+                _cleanup_free_ uint64_t *lat = NULL;
+                double cpu_s[2];
+                char what[64];
+                CpuMark cpu;
+
+                if (tr == TRANSPORT_KONN && !uds)
+                        continue;
+                (void) snprintf(what, sizeof(what), "%s via %s", name, transport_name[tr]);
+                lat = calloc(count, sizeof(uint64_t));
+                if (!lat)
+                        return -ENOMEM;
+
+                r = cpu_mark(tr, &cpu);
+                if (r < 0)
+                        return r;
+                t0 = now_usec();
+                if (sc == SCENARIO_DIAL)
+                        r = dial_sequential(what, uds, port, count, deadline, lat);
+                else
+                        r = dial_concurrent(b, what, uds, port, arg_dialers, count, deadline, lat);
+                t1 = now_usec();
+                if (r < 0)
+                        return r;
+                if (TSTAT(&b->target, TROLE_HELLO, failed) != failed0) {
+                        fail("%s: the hello target saw %" PRIu64 " failed connections", what,
+                             TSTAT(&b->target, TROLE_HELLO, failed) - failed0);
+                        return -EIO;
+                }
+
+                qsort(lat, count, sizeof(uint64_t), cmp_u64);
+                row_add(row(b, sc, name, "p50 connect to first byte", "ms", 3, TARGET_RATIO_MAX, 2.0), tr,
+                        (double) percentile(lat, count, 50) / 1e3);
+                row_add(row(b, sc, name, "p99 connect to first byte", "ms", 3, TARGET_NONE, 0), tr,
+                        (double) percentile(lat, count, 99) / 1e3);
+                row_add(row(b, sc, name, "dials per second", "1/s", 0, TARGET_NONE, 0), tr,
+                        (double) count / ((double) (t1 > t0 ? t1 - t0 : 1) / 1e6));
+                r = cpu_since(b, &cpu, cpu_s);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        row_add(row(b, sc, name, "CPU server+agent per dial", "us", 1, TARGET_NONE, 0), tr,
+                                (cpu_s[0] + cpu_s[1]) * 1e6 / count);
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* idle-rss, idle-tunnels. */
+
+static void record_idle_rss(Bench *b) {
         for (unsigned i = 0; i < 2; i++) {
-                const ProcMem *s = &b->mem_start[i], *e = &b->mem_end[i];
+                char metric[48];
+
+                if (!b->mem_idle[i].valid)
+                        continue;
+                (void) snprintf(metric, sizeof(metric), "%s VmRSS", daemon_name[i]);
+                row_add(row(b, SCENARIO_IDLE_RSS, "idle-rss", metric, "KiB", 0, TARGET_KONN_MAX, 8192),
+                        TRANSPORT_KONN, (double) b->mem_idle[i].vmrss_kib);
+                (void) snprintf(metric, sizeof(metric), "%s RssAnon", daemon_name[i]);
+                row_add(row(b, SCENARIO_IDLE_RSS, "idle-rss", metric, "KiB", 0, TARGET_KONN_MAX, 2048),
+                        TRANSPORT_KONN, (double) b->mem_idle[i].rssanon_kib);
+        }
+}
+
+/* Per daemon and N: (RSS with N idle tunnels open - idle RSS) / N, where idle is the sample taken at
+ * start, as the issue defines it; and RSS after they are all closed again, minus idle. Both VmRSS and
+ * RssAnon. */
+static int run_idle_tunnels(Bench *b, unsigned n) {
+        static const double per_tunnel_target[2] = { 3072, 2048 }; /* bytes: server, agent */
+        uint16_t port = b->target.port[TROLE_HELLO];
+        char name[32];
+        int r;
+
+        (void) snprintf(name, sizeof(name), "idle-tunnels %u", n);
+        for (Transport tr = 0; tr < _TRANSPORT_MAX; tr++) {
+                const char *uds = tr == TRANSPORT_KONN ? arg_konn_uds : NULL;
+                bool mem = tr == TRANSPORT_KONN && have_daemon_pids() && b->mem_idle[0].valid &&
+                           b->mem_idle[1].valid;
+                uint64_t deadline = now_usec() + (uint64_t) arg_timeout_sec * USEC_PER_SEC, t0, t1;
+                uint64_t accepted0 = TSTAT(&b->target, TROLE_HELLO, accepted);
+                uint64_t closed0 = TSTAT(&b->target, TROLE_HELLO, closed);
+                uint64_t failed0 = TSTAT(&b->target, TROLE_HELLO, failed);
+                ProcMem open[2] = {}, closed[2] = {};
+                const ProcMem *idle = b->mem_idle;
+                char what[64];
+                Conn *conns;
+
+                if (tr == TRANSPORT_KONN && !uds)
+                        continue;
+                (void) snprintf(what, sizeof(what), "%s via %s", name, transport_name[tr]);
+
+                conns = conns_new(n);
+                if (!conns)
+                        return -ENOMEM;
+                t0 = now_usec();
+                r = open_many(b, what, conns, n, uds, port, true, deadline);
+                t1 = now_usec();
+                if (r >= 0 && TSTAT(&b->target, TROLE_HELLO, accepted) - accepted0 != n) {
+                        fail("%s: the target accepted %" PRIu64 " connections for %u tunnels", what,
+                             TSTAT(&b->target, TROLE_HELLO, accepted) - accepted0, n);
+                        r = -EPROTO;
+                }
+                if (r >= 0 && mem)
+                        r = daemons_mem_settled(open);
+                conns_free(&b->loop, conns, n);
+                if (r < 0)
+                        return r;
+
+                r = target_wait_closed(&b->target, TROLE_HELLO, closed0 + n, CLOSE_WAIT_USEC);
+                if (r < 0) {
+                        fail("%s: only %" PRIu64 " of %u connections were closed at the target %s", what,
+                             TSTAT(&b->target, TROLE_HELLO, closed) - closed0, n,
+                             r == -ETIMEDOUT ? "within 60 s of closing the tunnels" : "before it died");
+                        return r;
+                }
+                if (TSTAT(&b->target, TROLE_HELLO, failed) != failed0) {
+                        fail("%s: the hello target saw %" PRIu64 " failed connections", what,
+                             TSTAT(&b->target, TROLE_HELLO, failed) - failed0);
+                        return -EIO;
+                }
+                if (mem) {
+                        r = daemons_mem_settled(closed);
+                        if (r < 0)
+                                return r;
+                }
+
+                row_add(row(b, SCENARIO_IDLE_TUNNELS, name, "tunnels opened per second", "1/s", 0,
+                            TARGET_NONE, 0),
+                        tr, (double) n / ((double) (t1 > t0 ? t1 - t0 : 1) / 1e6));
+                if (!mem)
+                        continue;
+                for (unsigned i = 0; i < 2; i++) {
+                        TargetKind target = n >= 10000 ? TARGET_KONN_MAX : TARGET_NONE;
+                        char metric[48];
+
+                        (void) snprintf(metric, sizeof(metric), "%s VmRSS per tunnel", daemon_name[i]);
+                        row_add(row(b, SCENARIO_IDLE_TUNNELS, name, metric, "B", 0, target,
+                                    per_tunnel_target[i]),
+                                tr, ((double) open[i].vmrss_kib - (double) idle[i].vmrss_kib) * 1024 / n);
+                        (void) snprintf(metric, sizeof(metric), "%s RssAnon per tunnel", daemon_name[i]);
+                        row_add(row(b, SCENARIO_IDLE_TUNNELS, name, metric, "B", 0, target,
+                                    per_tunnel_target[i]),
+                                tr,
+                                ((double) open[i].rssanon_kib - (double) idle[i].rssanon_kib) * 1024 / n);
+                        (void) snprintf(metric, sizeof(metric), "%s VmRSS after close - idle",
+                                        daemon_name[i]);
+                        row_add(row(b, SCENARIO_IDLE_TUNNELS, name, metric, "KiB", 0, TARGET_KONN_MAX, 1024),
+                                tr, (double) closed[i].vmrss_kib - (double) idle[i].vmrss_kib);
+                        (void) snprintf(metric, sizeof(metric), "%s RssAnon after close - idle",
+                                        daemon_name[i]);
+                        row_add(row(b, SCENARIO_IDLE_TUNNELS, name, metric, "KiB", 0, TARGET_KONN_MAX, 1024),
+                                tr, (double) closed[i].rssanon_kib - (double) idle[i].rssanon_kib);
+                }
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* hol: tunnel A's download alone, and while tunnel B's reader is stopped. */
+
+typedef struct HolResult {
+        double mib_s;     /* 0 when stalled */
+        uint64_t bytes;   /* A's payload received and verified */
+        bool stalled;     /* A made no progress for HOL_STALL_USEC */
+        uint64_t b_bytes; /* what B's target managed to send before B stalled */
+        bool b_stable;    /* B's target stopped sending (else the wait gave up after HOL_FILL_MAX_USEC) */
+} HolResult;
+
+static int send_header(int fd, uint64_t size, uint64_t seed, uint64_t deadline) {
+        uint64_t hdr[2] = { htole64(size), htole64(seed) };
+
+        return write_all(fd, (const uint8_t *) hdr, HDR_SIZE, deadline, NULL);
+}
+
+static int hol_measure(Bench *b, const char *what, const char *uds, bool with_b, uint64_t seed,
+                       HolResult *ret) {
+        uint64_t deadline = now_usec() + (uint64_t) arg_timeout_sec * USEC_PER_SEC;
+        uint64_t flood_closed0 = TSTAT(&b->target, TROLE_FLOOD, closed);
+        uint64_t stall_closed0 = TSTAT(&b->target, TROLE_STALL, closed);
+        uint64_t t0, t, last, limit = (uint64_t) arg_hol_seconds * USEC_PER_SEC;
+        _cleanup_close_ int fd_a = -EBADF, fd_b = -EBADF;
+        struct timeval tv = {
+                .tv_usec = 100 * 1000,
+        };
+        HolResult res = {};
+        Gen g;
+        int r;
+
+        /* A first, so that its CONNECT completes before anything is stalled. */
+        r = connect_to(uds, b->target.port[TROLE_FLOOD], deadline, &fd_a);
+        if (r < 0) {
+                fail("%s: failed to open tunnel A: %s", what, strerror(-r));
+                return r;
+        }
+
+        if (with_b) {
+                uint64_t out0 = TSTAT(&b->target, TROLE_STALL, bytes_out), prev = out0, since, start;
+
+                r = connect_to(uds, b->target.port[TROLE_STALL], deadline, &fd_b);
+                if (r >= 0)
+                        r = send_header(fd_b, 0, seed ^ UINT64_C(0xb), deadline);
+                if (r < 0) {
+                        fail("%s: failed to open tunnel B: %s", what, strerror(-r));
+                        return r;
+                }
+                /* B's target sends until every buffer on the way is full. */
+                start = since = now_usec();
+                for (;;) {
+                        uint64_t cur;
+
+                        sleep_usec(50 * USEC_PER_MSEC);
+                        cur = TSTAT(&b->target, TROLE_STALL, bytes_out);
+                        t = now_usec();
+                        if (cur != prev) {
+                                prev = cur;
+                                since = t;
+                        } else if (cur > out0 && t - since >= HOL_STABLE_USEC) {
+                                res.b_stable = true;
+                                break;
+                        }
+                        if (t - start >= HOL_FILL_MAX_USEC)
+                                break;
+                }
+                res.b_bytes = prev - out0;
+        }
+
+        gen_init(&g, seed);
+        r = send_header(fd_a, 0, seed, deadline);
+        if (r >= 0 && setsockopt(fd_a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+                r = negative_errno();
+        if (r < 0) {
+                fail("%s: failed to start tunnel A: %s", what, strerror(-r));
+                return r;
+        }
+        t0 = last = now_usec();
+        for (;;) {
+                ssize_t k;
+
+                t = now_usec();
+                if (t - last >= MIN(HOL_STALL_USEC, limit)) {
+                        res.stalled = true;
+                        break;
+                }
+                if (t - t0 >= limit)
+                        break;
+                k = recv(fd_a, b->buf, arg_buffer_size, 0);
+                if (k < 0) {
+                        if (IN_SET(errno, EAGAIN, EINTR))
+                                continue;
+                        r = negative_errno();
+                        fail("%s: tunnel A failed after %" PRIu64 " bytes: %s", what, res.bytes,
+                             strerror(-r));
+                        return r;
+                }
+                if (k == 0) {
+                        fail("%s: tunnel A closed after %" PRIu64 " bytes", what, res.bytes);
+                        return -ECONNRESET;
+                }
+                if (!gen_verify(&g, b->buf, (size_t) k, b->scratch, SCRATCH_SIZE)) {
+                        fail("%s: tunnel A received wrong data after %" PRIu64 " good bytes", what,
+                             res.bytes);
+                        return -EBADMSG;
+                }
+                res.bytes += (uint64_t) k;
+                last = now_usec();
+        }
+        res.mib_s = res.stalled ? 0 : mib_per_s(res.bytes, (double) (t - t0) / 1e6);
+
+        fd_a = safe_close(fd_a);
+        fd_b = safe_close(fd_b);
+        r = target_wait_closed(&b->target, TROLE_FLOOD, flood_closed0 + 1, 10 * USEC_PER_SEC);
+        if (r >= 0 && with_b)
+                r = target_wait_closed(&b->target, TROLE_STALL, stall_closed0 + 1, 10 * USEC_PER_SEC);
+        if (r < 0) {
+                fail("%s: the target did not see tunnels A and B close within 10 s", what);
+                return r;
+        }
+        *ret = res;
+        return 0;
+}
+
+static int run_hol(Bench *b, unsigned run) {
+        const struct {
+                const char *label;
+                const char *name;
+        } modes[] = {
+                { "direct", NULL },
+                { arg_konn_classic ? "classic" : "konn-to-konn",
+                  arg_konn_classic ? "hol classic" : "hol konn-to-konn" },
+                { "classic", "hol classic" },
+        };
+        HolResult alone[ELEMENTSOF(modes)] = {}, with_b[ELEMENTSOF(modes)] = {};
+        bool done[ELEMENTSOF(modes)] = {};
+        char stall_metric[48];
+        Row *rw;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(modes); i++) {
+                const char *uds = i == 0 ? NULL : i == 1 ? arg_konn_uds : arg_classic_uds;
+                uint64_t seed = UINT64_C(0x686f6c2d41000000) + run * 16 + i * 2;
+                char what[64];
+
+                if (i > 0 && !uds)
+                        continue;
+                (void) snprintf(what, sizeof(what), "hol via %s, A alone", modes[i].label);
+                r = hol_measure(b, what, uds, false, seed, &alone[i]);
+                if (r < 0)
+                        return r;
+                (void) snprintf(what, sizeof(what), "hol via %s, B stalled", modes[i].label);
+                r = hol_measure(b, what, uds, true, seed + 1, &with_b[i]);
+                if (r < 0)
+                        return r;
+                done[i] = true;
+        }
+
+        (void) snprintf(
+                stall_metric, sizeof(stall_metric), "runs where A made no progress for %u s",
+                (unsigned) (MIN(HOL_STALL_USEC, (uint64_t) arg_hol_seconds * USEC_PER_SEC) / USEC_PER_SEC));
+        for (size_t i = 1; i < ELEMENTSOF(modes); i++) {
+                const char *name = modes[i].name;
+                bool k2k = i == 1 && !arg_konn_classic;
+
+                if (!done[i])
+                        continue;
+                for (size_t j = 0; j < 2; j++) {
+                        size_t src = j == 0 ? 0 : i;
+                        Transport tr = j == 0 ? TRANSPORT_DIRECT : TRANSPORT_KONN;
+
+                        if (!done[src])
+                                continue;
+                        row_add(row(b, SCENARIO_HOL, name, "A alone", "MiB/s", 1, TARGET_NONE, 0), tr,
+                                alone[src].mib_s);
+                        row_add(row(b, SCENARIO_HOL, name, "A while B stalled", "MiB/s", 1, TARGET_NONE, 0),
+                                tr, with_b[src].mib_s);
+                        rw = row(b, SCENARIO_HOL, name, "A while B stalled / A alone", "", 3,
+                                 k2k ? TARGET_KONN_MIN : TARGET_NONE, 0.9);
+                        if (rw)
+                                rw->no_ratio = true;
+                        row_add(rw, tr, alone[src].mib_s > 0 ? with_b[src].mib_s / alone[src].mib_s : 0);
+                        rw = row(b, SCENARIO_HOL, name, "B's target sent before B stalled", "MiB", 1,
+                                 TARGET_NONE, 0);
+                        if (rw)
+                                rw->no_ratio = true;
+                        row_add(rw, tr, (double) with_b[src].b_bytes / MIB_F);
+                        rw = row(b, SCENARIO_HOL, name, stall_metric, "", 0, TARGET_NONE, 0);
+                        if (rw)
+                                rw->sum = true;
+                        row_add(rw, tr, with_b[src].stalled ? 1 : 0);
+                        rw = row(b, SCENARIO_HOL, name, "runs where B never stopped", "", 0, TARGET_NONE, 0);
+                        if (rw)
+                                rw->sum = true;
+                        row_add(rw, tr, with_b[src].b_stable ? 0 : 1);
+                }
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Report: medians of the runs (or sums, for counts), konn/direct, the issue's target. */
+
+static double median(const double *v, unsigned n) {
+        double s[RUNS_MAX];
+
+        assert(n > 0 && n <= RUNS_MAX);
+        memcpy(s, v, n * sizeof(double));
+        for (unsigned i = 1; i < n; i++)
+                for (unsigned j = i; j > 0 && s[j - 1] > s[j]; j--) {
+                        double x = s[j];
+
+                        s[j] = s[j - 1];
+                        s[j - 1] = x;
+                }
+        return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+static bool row_value(const Row *r, Transport tr, double *ret) {
+        double sum = 0;
+
+        if (r->n[tr] == 0)
+                return false;
+        if (!r->sum) {
+                *ret = median(r->v[tr], r->n[tr]);
+                return true;
+        }
+        for (unsigned i = 0; i < r->n[tr]; i++)
+                sum += r->v[tr][i];
+        *ret = sum;
+        return true;
+}
+
+static bool row_ratio(const Row *r, double *ret) {
+        double d, k;
+
+        if (r->sum || r->no_ratio || !row_value(r, TRANSPORT_DIRECT, &d) ||
+            !row_value(r, TRANSPORT_KONN, &k) || d <= 0)
+                return false;
+        *ret = k / d;
+        return true;
+}
+
+/* 1 met, 0 missed, -1 no target or no figure. */
+static int row_met(const Row *r) {
+        double v;
+
+        switch (r->target) {
+        case TARGET_RATIO_MIN:
+                return row_ratio(r, &v) ? v >= r->target_value : -1;
+        case TARGET_RATIO_MAX:
+                return row_ratio(r, &v) ? v <= r->target_value : -1;
+        case TARGET_KONN_MIN:
+                return row_value(r, TRANSPORT_KONN, &v) ? v >= r->target_value : -1;
+        case TARGET_KONN_MAX:
+                return row_value(r, TRANSPORT_KONN, &v) ? v <= r->target_value : -1;
+        default:
+                return -1;
+        }
+}
+
+static void format_target(const Row *r, char *buf, size_t size) {
+        switch (r->target) {
+        case TARGET_RATIO_MIN:
+                (void) snprintf(buf, size, "ratio >= %.2f", r->target_value);
+                break;
+        case TARGET_RATIO_MAX:
+                (void) snprintf(buf, size, "ratio <= %.2f", r->target_value);
+                break;
+        case TARGET_KONN_MIN:
+                (void) snprintf(buf, size, "konn >= %g", r->target_value);
+                break;
+        case TARGET_KONN_MAX:
+                (void) snprintf(buf, size, "konn <= %g", r->target_value);
+                break;
+        default:
+                (void) snprintf(buf, size, "-");
+        }
+}
+
+static void format_value(const Row *r, Transport tr, char *buf, size_t size) {
+        double v;
+
+        if (!row_value(r, tr, &v))
+                (void) snprintf(buf, size, "-");
+        else
+                (void) snprintf(buf, size, "%.*f", (int) r->decimals, v);
+}
+
+static void format_size(char *buf, size_t size, uint64_t bytes) {
+        if (bytes % (1ULL << 30) == 0)
+                (void) snprintf(buf, size, "%" PRIu64 " GiB", bytes >> 30);
+        else if (bytes % (1ULL << 20) == 0)
+                (void) snprintf(buf, size, "%" PRIu64 " MiB", bytes >> 20);
+        else
+                (void) snprintf(buf, size, "%" PRIu64 " bytes", bytes);
+}
+
+#define ROW_FORMAT "%-18s %-42s %11s %11s %7s %-14s %s\n"
+
+static void print_table(const Bench *b) {
+        char size[32], tsize[32];
+
+        format_size(size, sizeof(size), arg_size);
+        format_size(tsize, sizeof(tsize), arg_tunnel_size);
+        printf("konn-bench %s: %u run%s (figures are medians; counts are sums), %ld CPUs online.\n",
+               PACKAGE_VERSION, arg_runs, arg_runs == 1 ? "" : "s", sysconf(_SC_NPROCESSORS_ONLN));
+        printf("bulk %s per direction, %zu KiB buffers; echo-many %u x %s; dial %u sequential, %u by %u "
+               "dialers;\nidle-tunnels",
+               size, arg_buffer_size / 1024, arg_tunnels, tsize, arg_dials, arg_concurrent_dials,
+               arg_dialers);
+        for (unsigned i = 0; i < arg_n_idle_tunnels; i++)
+                printf("%s%u", i == 0 ? " " : ",", arg_idle_tunnels[i]);
+        printf("; hol %u s per measurement.\nkonn: a konn-server/konn-agent pair in %s mode%s.\n",
+               arg_hol_seconds, arg_konn_classic ? "classic (--tunnel-streams=false)" : "konn-to-konn",
+               arg_classic_uds ? "; hol classic: a second pair with --tunnel-streams=false" : "");
+        printf("1 MiB = 1048576 bytes. ratio = konn / direct. CPU = konn-server + konn-agent "
+               "utime+stime.\n\n");
+        printf(ROW_FORMAT, "scenario", "metric", "direct", "konn", "ratio", "target", "met");
+
+        for (Scenario sc = 0; sc < _SCENARIO_MAX; sc++)
+                for (unsigned i = 0; i < b->n_rows; i++) {
+                        const Row *r = &b->rows[i];
+                        char metric[64], direct[32], konn[32], ratio[32] = "-", target[32];
+                        double v;
+                        int met;
+
+                        if (r->scenario != sc)
+                                continue;
+                        if (isempty(r->unit))
+                                (void) snprintf(metric, sizeof(metric), "%s", r->metric);
+                        else
+                                (void) snprintf(metric, sizeof(metric), "%s [%s]", r->metric, r->unit);
+                        format_value(r, TRANSPORT_DIRECT, direct, sizeof(direct));
+                        format_value(r, TRANSPORT_KONN, konn, sizeof(konn));
+                        if (row_ratio(r, &v))
+                                (void) snprintf(ratio, sizeof(ratio), "%.3f", v);
+                        format_target(r, target, sizeof(target));
+                        met = row_met(r);
+                        printf(ROW_FORMAT, r->name, metric, direct, konn, ratio, target,
+                               met < 0 ? "" : met ? "yes" : "NO");
+                }
+
+        for (unsigned i = 0; i < 2; i++) {
+                const ProcMem *s = &b->mem_idle[i], *e = &b->mem_end[i];
 
                 if (!e->valid)
                         continue;
                 if (i == 0)
                         printf("\n");
-                printf("%-11s VmRSS %" PRIu64 " KiB, RssAnon %" PRIu64 " KiB, VmHWM %" PRIu64
+                printf("konn-%-6s VmRSS %" PRIu64 " KiB, RssAnon %" PRIu64 " KiB, VmHWM %" PRIu64
                        " KiB after the run",
-                       i == 0 ? "konn-server" : "konn-agent", e->vmrss_kib, e->rssanon_kib, e->vmhwm_kib);
+                       daemon_name[i], e->vmrss_kib, e->rssanon_kib, e->vmhwm_kib);
                 if (s->valid)
-                        printf(" (VmRSS %" PRIu64 " KiB, RssAnon %" PRIu64 " KiB before)", s->vmrss_kib,
+                        printf(" (idle: VmRSS %" PRIu64 " KiB, RssAnon %" PRIu64 " KiB)", s->vmrss_kib,
                                s->rssanon_kib);
                 printf("\n");
         }
 }
 
-static void json_measurement(FILE *f, const Measurement *m, bool konn) {
-        if (!m->done) {
+static void json_number(FILE *f, bool have, double v) {
+        if (have)
+                fprintf(f, "%.6g", v);
+        else
                 fputs("null", f);
-                return;
-        }
-        fprintf(f, "{\"seconds\": %.6f, \"mib_per_s\": %.3f, \"setup_ms\": %.3f, \"carried_bytes\": %" PRIu64
-                   ", \"bench_cpu_s\": %.3f",
-                m->seconds, mib_per_s(m, arg_size), m->setup_ms, m->carried, m->bench_cpu_s);
-        if (konn) {
-                if (m->daemon_cpu_valid)
-                        fprintf(f,
-                                ", \"server_cpu_s\": %.3f, \"agent_cpu_s\": %.3f, \"cpu_s_per_gib\": %.4f",
-                                m->server_cpu_s, m->agent_cpu_s, cpu_per_gib(m));
-                else
-                        fputs(", \"server_cpu_s\": null, \"agent_cpu_s\": null, \"cpu_s_per_gib\": null", f);
-        }
-        fputc('}', f);
+}
+
+static void json_runs(FILE *f, const Row *r, Transport tr) {
+        fputc('[', f);
+        for (unsigned i = 0; i < r->n[tr]; i++)
+                fprintf(f, "%s%.6g", i == 0 ? "" : ", ", r->v[tr][i]);
+        fputc(']', f);
 }
 
 static void json_mem(FILE *f, const ProcMem *m) {
@@ -1246,8 +3157,16 @@ static void json_mem(FILE *f, const ProcMem *m) {
 }
 
 static int write_json(const Bench *b, const char *path, bool ok) {
-        FILE *f;
+        static const char *const target_kind[] = {
+                [TARGET_NONE] = NULL,
+                [TARGET_RATIO_MIN] = "ratio_min",
+                [TARGET_RATIO_MAX] = "ratio_max",
+                [TARGET_KONN_MIN] = "konn_min",
+                [TARGET_KONN_MAX] = "konn_max",
+        };
         bool first = true;
+        unsigned n = 0;
+        FILE *f;
 
         f = fopen(path, "we");
         if (!f)
@@ -1255,39 +3174,79 @@ static int write_json(const Bench *b, const char *path, bool ok) {
 
         fprintf(f, "{\n  \"tool\": \"konn-bench\",\n  \"version\": \"%s\",\n  \"ok\": %s,\n",
                 PACKAGE_VERSION, ok ? "true" : "false");
-        fprintf(f, "  \"size_bytes\": %" PRIu64 ",\n  \"buffer_bytes\": %zu,\n  \"timeout_s\": %u,\n",
-                arg_size, arg_buffer_size, arg_timeout_sec);
-        fprintf(f, "  \"cpus_online\": %ld,\n", sysconf(_SC_NPROCESSORS_ONLN));
-        fputs("  \"unit\": \"MiB/s (1 MiB = 1048576 bytes); echo figures are per direction; "
-              "cpu_s_per_gib is server+agent CPU seconds per GiB carried, both directions counted\",\n",
+        fprintf(f, "  \"runs\": %u,\n  \"cpus_online\": %ld,\n", arg_runs, sysconf(_SC_NPROCESSORS_ONLN));
+        fprintf(f,
+                "  \"parameters\": {\"bulk_bytes\": %" PRIu64 ", \"buffer_bytes\": %zu, \"tunnels\": %u, "
+                "\"tunnel_bytes\": %" PRIu64 ", \"dials\": %u, \"dialers\": %u, \"concurrent_dials\": %u, "
+                "\"idle_tunnels\": [",
+                arg_size, arg_buffer_size, arg_tunnels, arg_tunnel_size, arg_dials, arg_dialers,
+                arg_concurrent_dials);
+        for (unsigned i = 0; i < arg_n_idle_tunnels; i++)
+                fprintf(f, "%s%u", i == 0 ? "" : ", ", arg_idle_tunnels[i]);
+        fprintf(f,
+                "], \"hol_seconds\": %u, \"hol_stall_seconds\": %u, \"timeout_s\": %u, "
+                "\"konn_mode\": \"%s\", \"classic_pair\": %s},\n",
+                arg_hol_seconds,
+                (unsigned) (MIN(HOL_STALL_USEC, (uint64_t) arg_hol_seconds * USEC_PER_SEC) / USEC_PER_SEC),
+                arg_timeout_sec, arg_konn_classic ? "classic" : "konn-to-konn",
+                arg_classic_uds ? "true" : "false");
+        fputs("  \"notes\": \"1 MiB = 1048576 bytes; direct/konn are medians of the runs (sums for "
+              "'runs where' counts); ratio = konn/direct; CPU = konn-server + konn-agent utime+stime; "
+              "per-direction throughput for echo scenarios; CPU per GiB counts both directions\",\n",
               f);
-        fputs("  \"checksum\": \"XXH64\",\n  \"scenarios\": [", f);
-        for (Scenario sc = 0; sc < _SCENARIO_MAX; sc++) {
-                const Measurement *md = &b->m[sc][TRANSPORT_DIRECT], *mk = &b->m[sc][TRANSPORT_KONN];
+        fputs("  \"failed\": [", f);
+        for (Scenario sc = 0; sc < _SCENARIO_MAX; sc++)
+                if (b->failed & (1U << sc))
+                        fprintf(f, "%s\"%s\"", n++ == 0 ? "" : ", ", scenario_name[sc]);
+        fputs("],\n", f);
+        fputs("  \"rows\": [", f);
+        for (Scenario sc = 0; sc < _SCENARIO_MAX; sc++)
+                for (unsigned i = 0; i < b->n_rows; i++) {
+                        const Row *r = &b->rows[i];
+                        double v;
+                        bool have;
+                        int met;
 
-                if (!md->done && !mk->done)
-                        continue;
-                fprintf(f, "%s\n    {\"name\": \"%s\", \"direct\": ", first ? "" : ",", scenario_name[sc]);
-                json_measurement(f, md, false);
-                fputs(", \"konn\": ", f);
-                json_measurement(f, mk, true);
-                if (md->done && mk->done)
-                        fprintf(f, ", \"ratio\": %.4f}", mib_per_s(mk, arg_size) / mib_per_s(md, arg_size));
-                else
-                        fputs(", \"ratio\": null}", f);
-                first = false;
-        }
+                        if (r->scenario != sc)
+                                continue;
+                        fprintf(f,
+                                "%s\n    {\"scenario\": \"%s\", \"name\": \"%s\", \"metric\": \"%s\", "
+                                "\"unit\": \"%s\"",
+                                first ? "" : ",", scenario_name[sc], r->name, r->metric, r->unit);
+                        fputs(", \"direct\": ", f);
+                        have = row_value(r, TRANSPORT_DIRECT, &v);
+                        json_number(f, have, v);
+                        fputs(", \"konn\": ", f);
+                        have = row_value(r, TRANSPORT_KONN, &v);
+                        json_number(f, have, v);
+                        fputs(", \"ratio\": ", f);
+                        have = row_ratio(r, &v);
+                        json_number(f, have, v);
+                        if (r->target == TARGET_NONE)
+                                fputs(", \"target\": null", f);
+                        else
+                                fprintf(f, ", \"target\": {\"kind\": \"%s\", \"value\": %g}",
+                                        target_kind[r->target], r->target_value);
+                        met = row_met(r);
+                        fprintf(f, ", \"met\": %s", met < 0 ? "null" : met ? "true" : "false");
+                        fprintf(f, ", \"aggregate\": \"%s\", \"direct_runs\": ", r->sum ? "sum" : "median");
+                        json_runs(f, r, TRANSPORT_DIRECT);
+                        fputs(", \"konn_runs\": ", f);
+                        json_runs(f, r, TRANSPORT_KONN);
+                        fputc('}', f);
+                        first = false;
+                }
         fputs("\n  ],\n  \"daemons\": {\n", f);
         for (unsigned i = 0; i < 2; i++) {
                 pid_t pid = i == 0 ? arg_server_pid : arg_agent_pid;
 
-                fprintf(f, "    \"%s\": {\"pid\": ", i == 0 ? "server" : "agent");
+                fprintf(f, "    \"%s\": {\"pid\": ", daemon_name[i]);
                 if (pid > 0)
                         fprintf(f, "%d", (int) pid);
                 else
                         fputs("null", f);
-                fputs(", \"start\": ", f);
-                json_mem(f, &b->mem_start[i]);
+                fputs(", \"idle\": ", f);
+                json_mem(f, &b->mem_idle[i]);
                 fputs(", \"end\": ", f);
                 json_mem(f, &b->mem_end[i]);
                 fprintf(f, "}%s\n", i == 0 ? "," : "");
@@ -1365,6 +3324,22 @@ static int parse_pid(const char *s, pid_t *ret_pid) {
         return 0;
 }
 
+static int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        uint64_t v;
+        char *end;
+        int r;
+
+        r = parse_u64(s, &v, &end);
+        if (r < 0)
+                return r;
+        if (*end != '\0')
+                return -EINVAL;
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret = (unsigned) v;
+        return 0;
+}
+
 static int parse_scenarios(const char *s, unsigned *ret_mask) {
         _cleanup_free_ char *copy = strdup(s);
         char *save = NULL;
@@ -1388,20 +3363,61 @@ static int parse_scenarios(const char *s, unsigned *ret_mask) {
         return 0;
 }
 
+static int parse_idle_tunnels(const char *s, unsigned ret[IDLE_STEPS_MAX], unsigned *ret_n) {
+        _cleanup_free_ char *copy = strdup(s);
+        unsigned v[IDLE_STEPS_MAX], n = 0;
+        char *save = NULL;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (n >= IDLE_STEPS_MAX)
+                        return -E2BIG;
+                r = parse_unsigned(tok, 1, IDLE_TUNNELS_MAX, &v[n]);
+                if (r < 0)
+                        return r;
+                for (unsigned i = 0; i < n; i++)
+                        if (v[i] == v[n])
+                                return -EINVAL; /* one row per count */
+                n++;
+        }
+        if (n == 0)
+                return -EINVAL;
+        memcpy(ret, v, n * sizeof(unsigned));
+        *ret_n = n;
+        return 0;
+}
+
 static void help(void) {
         printf("Usage: konn-bench [OPTIONS...]\n\n"
-               "Throughput benchmark: bulk transfers over direct loopback TCP and through konn.\n\n"
-               "  -h --help              Show this help and exit\n"
-               "     --version           Show the version and exit\n"
-               "     --konn-uds=PATH     konn-server HTTP CONNECT Unix socket (without it: direct only)\n"
-               "     --size=SIZE         Bytes per scenario and direction, e.g. 64M, 1G (default: 1G)\n"
-               "     --buffer-size=SIZE  read()/write() buffer size (default: 256K)\n"
-               "     --scenarios=LIST    Comma-separated: upload,download,echo (default: all)\n"
-               "     --timeout=SEC       Abort a scenario after SEC seconds (default: %u)\n"
-               "     --server-pid=PID    konn-server process, for CPU and memory figures\n"
-               "     --agent-pid=PID     konn-agent process, for CPU and memory figures\n"
-               "     --json=FILE         Also write the results as JSON to FILE\n"
-               "     --self-test         Check the checksum and payload generator against known answers\n\n"
+               "Benchmark suite: each scenario over direct loopback TCP and through konn, side by side.\n\n"
+               "  -h --help               Show this help and exit\n"
+               "     --version            Show the version and exit\n"
+               "     --konn-uds=PATH      konn-server HTTP CONNECT Unix socket (without it: direct only)\n"
+               "     --classic-uds=PATH   A second pair running --tunnel-streams=false (hol only)\n"
+               "     --konn-mode=MODE     What the --konn-uds pair runs, for the labels:\n"
+               "                          konn-to-konn (default) or classic\n"
+               "     --server-pid=PID     konn-server of --konn-uds, for CPU and memory figures\n"
+               "     --agent-pid=PID      konn-agent of --konn-uds, for CPU and memory figures\n"
+               "     --scenarios=LIST     Comma-separated, default all: upload,download,echo,\n"
+               "                          echo-many,dial,dial-concurrent,idle-rss,idle-tunnels,hol\n"
+               "     --runs=N             Repeat every scenario N times, report medians (default: 1)\n"
+               "     --smoke              Small sizes for CI: 64M bulk, 10 x 1M echo-many, 50 dials\n"
+               "                          (100 by 10 dialers), 100 idle tunnels, 1 s hol; the other\n"
+               "                          options override it\n"
+               "     --size=SIZE          Bulk bytes per scenario and direction (default: 1G)\n"
+               "     --buffer-size=SIZE   read()/write() buffer size (default: 256K)\n"
+               "     --tunnels=N          echo-many tunnels (default: 100)\n"
+               "     --tunnel-size=SIZE   echo-many bytes per tunnel and direction (default: 8M)\n"
+               "     --dials=N            Sequential dials (default: 1000)\n"
+               "     --dialers=N          Concurrent dialers (default: 200)\n"
+               "     --concurrent-dials=N Dials made by the concurrent dialers in all (default: 2000)\n"
+               "     --idle-tunnels=LIST  Idle tunnel counts, comma-separated (default: 1000,10000)\n"
+               "     --hol-seconds=SEC    Length of each head-of-line measurement (default: 5)\n"
+               "     --timeout=SEC        Abort a scenario run after SEC seconds (default: %u)\n"
+               "     --json=FILE          Also write the results as JSON to FILE\n"
+               "     --self-test          Check the checksum and payload generator against known answers\n\n"
                "Exit status: 0 all scenarios ran and verified, 1 a scenario failed, 2 usage error.\n",
                BENCH_DEFAULT_TIMEOUT_SEC);
 }
@@ -1409,6 +3425,8 @@ static void help(void) {
 enum {
         ARG_VERSION = 0x100,
         ARG_KONN_UDS,
+        ARG_CLASSIC_UDS,
+        ARG_KONN_MODE,
         ARG_SIZE,
         ARG_BUFFER_SIZE,
         ARG_SCENARIOS,
@@ -1417,7 +3435,29 @@ enum {
         ARG_AGENT_PID,
         ARG_JSON,
         ARG_SELF_TEST,
+        ARG_SMOKE,
+        ARG_RUNS,
+        ARG_TUNNELS,
+        ARG_TUNNEL_SIZE,
+        ARG_DIALS,
+        ARG_DIALERS,
+        ARG_CONCURRENT_DIALS,
+        ARG_IDLE_TUNNELS,
+        ARG_HOL_SECONDS,
 };
+
+static void apply_smoke(void) {
+        arg_smoke = true;
+        arg_size = (uint64_t) 64 << 20;
+        arg_tunnels = 10;
+        arg_tunnel_size = (uint64_t) 1 << 20;
+        arg_dials = 50;
+        arg_dialers = 10;
+        arg_concurrent_dials = 100;
+        arg_idle_tunnels[0] = 100;
+        arg_n_idle_tunnels = 1;
+        arg_hol_seconds = 1;
+}
 
 /* 1: continue, 0: exit successfully (--help), < 0: usage error (already reported). */
 static int parse_argv(int argc, char *argv[]) {
@@ -1425,6 +3465,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "konn-uds", required_argument, NULL, ARG_KONN_UDS },
+                { "classic-uds", required_argument, NULL, ARG_CLASSIC_UDS },
+                { "konn-mode", required_argument, NULL, ARG_KONN_MODE },
                 { "size", required_argument, NULL, ARG_SIZE },
                 { "buffer-size", required_argument, NULL, ARG_BUFFER_SIZE },
                 { "scenarios", required_argument, NULL, ARG_SCENARIOS },
@@ -1433,11 +3475,27 @@ static int parse_argv(int argc, char *argv[]) {
                 { "agent-pid", required_argument, NULL, ARG_AGENT_PID },
                 { "json", required_argument, NULL, ARG_JSON },
                 { "self-test", no_argument, NULL, ARG_SELF_TEST },
+                { "smoke", no_argument, NULL, ARG_SMOKE },
+                { "runs", required_argument, NULL, ARG_RUNS },
+                { "tunnels", required_argument, NULL, ARG_TUNNELS },
+                { "tunnel-size", required_argument, NULL, ARG_TUNNEL_SIZE },
+                { "dials", required_argument, NULL, ARG_DIALS },
+                { "dialers", required_argument, NULL, ARG_DIALERS },
+                { "concurrent-dials", required_argument, NULL, ARG_CONCURRENT_DIALS },
+                { "idle-tunnels", required_argument, NULL, ARG_IDLE_TUNNELS },
+                { "hol-seconds", required_argument, NULL, ARG_HOL_SECONDS },
                 {}
         };
         uint64_t v;
-        char *end;
         int c, r;
+
+        /* --smoke sets defaults; the options given with it override them wherever they stand. */
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--"))
+                        break;
+                if (streq(argv[i], "--smoke"))
+                        apply_smoke();
+        }
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
@@ -1448,19 +3506,39 @@ static int parse_argv(int argc, char *argv[]) {
                         printf("konn-bench %s\n", PACKAGE_VERSION);
                         return 0;
                 case ARG_KONN_UDS:
+                case ARG_CLASSIC_UDS:
                         if (isempty(optarg)) {
-                                fail("--konn-uds= must not be empty");
+                                fail("--%s= must not be empty",
+                                     c == ARG_KONN_UDS ? "konn-uds" : "classic-uds");
                                 return -EINVAL;
                         }
-                        arg_konn_uds = optarg;
+                        if (c == ARG_KONN_UDS)
+                                arg_konn_uds = optarg;
+                        else
+                                arg_classic_uds = optarg;
+                        break;
+                case ARG_KONN_MODE:
+                        if (streq(optarg, "konn-to-konn"))
+                                arg_konn_classic = false;
+                        else if (streq(optarg, "classic"))
+                                arg_konn_classic = true;
+                        else {
+                                fail("invalid --konn-mode='%s' (konn-to-konn or classic)", optarg);
+                                return -EINVAL;
+                        }
                         break;
                 case ARG_SIZE:
+                case ARG_TUNNEL_SIZE:
                         r = parse_size(optarg, &v);
                         if (r < 0 || v == 0 || v > BENCH_MAX_SIZE) {
-                                fail("invalid --size='%s' (1 byte .. 1T)", optarg);
+                                fail("invalid --%s='%s' (1 byte .. 1T)",
+                                     c == ARG_SIZE ? "size" : "tunnel-size", optarg);
                                 return -EINVAL;
                         }
-                        arg_size = v;
+                        if (c == ARG_SIZE)
+                                arg_size = v;
+                        else
+                                arg_tunnel_size = v;
                         break;
                 case ARG_BUFFER_SIZE:
                         r = parse_size(optarg, &v);
@@ -1473,29 +3551,23 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_SCENARIOS:
                         r = parse_scenarios(optarg, &arg_scenarios);
                         if (r < 0) {
-                                fail("invalid --scenarios='%s' (upload,download,echo)", optarg);
+                                fail("invalid --scenarios='%s' (see --help)", optarg);
                                 return -EINVAL;
                         }
                         break;
                 case ARG_TIMEOUT:
-                        r = parse_u64(optarg, &v, &end);
-                        if (r < 0 || *end != '\0' || v == 0 || v > 3600) {
+                        r = parse_unsigned(optarg, 1, 3600, &arg_timeout_sec);
+                        if (r < 0) {
                                 fail("invalid --timeout='%s' (1 .. 3600 seconds)", optarg);
                                 return -EINVAL;
                         }
-                        arg_timeout_sec = (unsigned) v;
                         break;
                 case ARG_SERVER_PID:
-                        r = parse_pid(optarg, &arg_server_pid);
-                        if (r < 0) {
-                                fail("invalid --server-pid='%s'", optarg);
-                                return -EINVAL;
-                        }
-                        break;
                 case ARG_AGENT_PID:
-                        r = parse_pid(optarg, &arg_agent_pid);
+                        r = parse_pid(optarg, c == ARG_SERVER_PID ? &arg_server_pid : &arg_agent_pid);
                         if (r < 0) {
-                                fail("invalid --agent-pid='%s'", optarg);
+                                fail("invalid --%s='%s'", c == ARG_SERVER_PID ? "server-pid" : "agent-pid",
+                                     optarg);
                                 return -EINVAL;
                         }
                         break;
@@ -1508,6 +3580,54 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_SELF_TEST:
                         arg_self_test = true;
+                        break;
+                case ARG_SMOKE:
+                        break; /* applied above */
+                case ARG_RUNS:
+                        r = parse_unsigned(optarg, 1, RUNS_MAX, &arg_runs);
+                        if (r < 0) {
+                                fail("invalid --runs='%s' (1 .. %u)", optarg, RUNS_MAX);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_TUNNELS:
+                        r = parse_unsigned(optarg, 1, 10000, &arg_tunnels);
+                        if (r < 0) {
+                                fail("invalid --tunnels='%s' (1 .. 10000)", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_DIALS:
+                case ARG_CONCURRENT_DIALS:
+                        r = parse_unsigned(optarg, 1, 10000000,
+                                           c == ARG_DIALS ? &arg_dials : &arg_concurrent_dials);
+                        if (r < 0) {
+                                fail("invalid --%s='%s' (1 .. 10000000)",
+                                     c == ARG_DIALS ? "dials" : "concurrent-dials", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_DIALERS:
+                        r = parse_unsigned(optarg, 1, 10000, &arg_dialers);
+                        if (r < 0) {
+                                fail("invalid --dialers='%s' (1 .. 10000)", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_IDLE_TUNNELS:
+                        r = parse_idle_tunnels(optarg, arg_idle_tunnels, &arg_n_idle_tunnels);
+                        if (r < 0) {
+                                fail("invalid --idle-tunnels='%s' (up to %u counts of 1 .. %u)", optarg,
+                                     IDLE_STEPS_MAX, IDLE_TUNNELS_MAX);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_HOL_SECONDS:
+                        r = parse_unsigned(optarg, 1, 600, &arg_hol_seconds);
+                        if (r < 0) {
+                                fail("invalid --hol-seconds='%s' (1 .. 600)", optarg);
+                                return -EINVAL;
+                        }
                         break;
                 case '?':
                         return -EINVAL;
@@ -1523,6 +3643,10 @@ static int parse_argv(int argc, char *argv[]) {
                 fail("--server-pid= and --agent-pid= go together");
                 return -EINVAL;
         }
+        if (arg_konn_classic && arg_classic_uds) {
+                fail("--classic-uds= names a second pair; with --konn-mode=classic the first is classic");
+                return -EINVAL;
+        }
         if (have_daemon_pids() && !arg_konn_uds) {
                 fail("--server-pid=/--agent-pid= need --konn-uds=");
                 return -EINVAL;
@@ -1531,6 +3655,99 @@ static int parse_argv(int argc, char *argv[]) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Open-file limits: 10 000 idle tunnels need 10 000 descriptors in this process, in the target child,
+ * in konn-server and in konn-agent. */
+
+static unsigned fds_needed(void) {
+        unsigned n = MAX(MAX(arg_dialers, arg_tunnels), OPEN_INFLIGHT);
+
+        if (scenario_enabled(SCENARIO_IDLE_TUNNELS))
+                for (unsigned i = 0; i < arg_n_idle_tunnels; i++)
+                        n = MAX(n, arg_idle_tunnels[i]);
+        return n + FD_MARGIN;
+}
+
+/* Soft limit of "Max open files" in /proc/PID/limits (UINT64_MAX for unlimited). */
+static int proc_nofile_limit(pid_t pid, uint64_t *ret) {
+        char path[64], line[256];
+        FILE *f;
+        int r = -EBADMSG;
+
+        (void) snprintf(path, sizeof(path), "/proc/%d/limits", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return negative_errno();
+        while (fgets(line, sizeof(line), f)) {
+                unsigned long long v;
+                char word[32];
+
+                if (strncmp(line, "Max open files", 14) != 0)
+                        continue;
+                if (sscanf(line + 14, " %31s", word) != 1)
+                        break;
+                if (streq(word, "unlimited")) {
+                        *ret = UINT64_MAX;
+                        r = 0;
+                } else if (sscanf(word, "%llu", &v) == 1) {
+                        *ret = v;
+                        r = 0;
+                }
+                break;
+        }
+        fclose(f);
+        return r;
+}
+
+static int check_fd_limits(void) {
+        unsigned need = fds_needed();
+        struct rlimit rl;
+        int r;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return negative_errno();
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+                if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+                        fail("these scenarios need %u open files per process, but the hard "
+                             "RLIMIT_NOFILE is %llu: raise it (ulimit -n, as root) or lower --idle-tunnels=",
+                             need, (unsigned long long) rl.rlim_max);
+                        return -EMFILE;
+                }
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                        r = negative_errno();
+                        fail("failed to raise RLIMIT_NOFILE to %llu: %s", (unsigned long long) rl.rlim_cur,
+                             strerror(-r));
+                        return r;
+                }
+        }
+
+        for (unsigned i = 0; have_daemon_pids() && i < 2; i++) {
+                pid_t pid = i == 0 ? arg_server_pid : arg_agent_pid;
+                uint64_t limit = 0;
+
+                r = proc_nofile_limit(pid, &limit);
+                if (r < 0) {
+                        fail("cannot read /proc/%d/limits: %s", (int) pid, strerror(-r));
+                        return r;
+                }
+                if (limit < need) {
+                        fail("konn-%s (pid %d) may open only %" PRIu64 " files, these scenarios need %u: "
+                             "start it with a higher ulimit -n",
+                             daemon_name[i], (int) pid, limit, need);
+                        return -EMFILE;
+                }
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+
+static void progress(const char *what, unsigned run) {
+        if (arg_runs > 1)
+                fprintf(stderr, "konn-bench: %s (run %u of %u)\n", what, run + 1, arg_runs);
+        else
+                fprintf(stderr, "konn-bench: %s\n", what);
+}
 
 static int run(Bench *b) {
         int r;
@@ -1548,17 +3765,31 @@ static int run(Bench *b) {
                              (int) arg_agent_pid, strerror(-r));
                         return r;
                 }
-                (void) proc_mem(arg_server_pid, &b->mem_start[0]);
-                (void) proc_mem(arg_agent_pid, &b->mem_start[1]);
         }
+        r = check_fd_limits();
+        if (r < 0)
+                return r;
 
+        b->loop.epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (b->loop.epfd < 0) {
+                r = negative_errno();
+                fail("epoll_create1() failed: %s", strerror(-r));
+                return r;
+        }
         b->buf = malloc(arg_buffer_size);
         b->wbuf = malloc(arg_buffer_size);
-        if (!b->buf || !b->wbuf) {
+        b->scratch = malloc(SCRATCH_SIZE);
+        if (!b->buf || !b->wbuf || !b->scratch) {
                 fail("out of memory");
                 return -ENOMEM;
         }
 
+        /* The child first: fork() before any thread exists. */
+        r = target_start(&b->target);
+        if (r < 0) {
+                fail("failed to start the target process: %s", strerror(-r));
+                return r;
+        }
         for (Role role = 0; role < _ROLE_MAX; role++) {
                 r = listener_start(&b->listeners[role], role, arg_buffer_size);
                 if (r < 0) {
@@ -1567,18 +3798,69 @@ static int run(Bench *b) {
                 }
         }
 
-        for (Scenario sc = 0; sc < _SCENARIO_MAX; sc++) {
-                if (arg_scenarios != 0 && !(arg_scenarios & (1U << sc)))
-                        continue;
-                for (Transport tr = 0; tr < _TRANSPORT_MAX; tr++) {
-                        /* A fixed seed per run: reproducible, and different in every run. */
-                        uint64_t seed = UINT64_C(0x6b6f6e6e2d62656e) + sc * _TRANSPORT_MAX + tr;
+        /* Idle memory first, before anything has touched the daemons. */
+        if (have_daemon_pids()) {
+                progress("idle-rss", 0);
+                r = daemons_mem_settled(b->mem_idle);
+                if (r < 0)
+                        return r;
+                if (scenario_enabled(SCENARIO_IDLE_RSS))
+                        record_idle_rss(b);
+        }
 
-                        if (tr == TRANSPORT_KONN && !arg_konn_uds)
+        for (size_t i = 0; i < ELEMENTSOF(scenario_order); i++) {
+                Scenario sc = scenario_order[i];
+                /* idle-tunnels: all runs of one count, then the next count (memory only grows towards
+                 * the larger count; the runs of one count see the same heap). */
+                unsigned steps = sc == SCENARIO_IDLE_TUNNELS ? arg_n_idle_tunnels : 1;
+
+                if (sc == SCENARIO_IDLE_RSS || !scenario_enabled(sc))
+                        continue;
+                for (unsigned k = 0; k < steps * arg_runs; k++) {
+                        unsigned step = k / arg_runs, run = k % arg_runs;
+                        char what[64];
+
+                        if (sc == SCENARIO_IDLE_TUNNELS)
+                                (void) snprintf(what, sizeof(what), "idle-tunnels %u",
+                                                arg_idle_tunnels[step]);
+                        else
+                                (void) snprintf(what, sizeof(what), "%s", scenario_name[sc]);
+                        progress(what, run);
+
+                        switch (sc) {
+                        case SCENARIO_IDLE_TUNNELS:
+                                r = run_idle_tunnels(b, arg_idle_tunnels[step]);
+                                break;
+                        case SCENARIO_DIAL:
+                        case SCENARIO_DIAL_CONCURRENT:
+                                r = run_dial(b, sc, run);
+                                break;
+                        case SCENARIO_UPLOAD:
+                        case SCENARIO_DOWNLOAD:
+                        case SCENARIO_ECHO:
+                                r = run_bulk(b, sc, run);
+                                break;
+                        case SCENARIO_ECHO_MANY:
+                                r = run_echo_many(b, run);
+                                break;
+                        case SCENARIO_HOL:
+                                r = run_hol(b, run);
+                                break;
+                        default:
+                                abort();
+                        }
+                        if (r >= 0)
                                 continue;
-                        r = run_one(b, sc, tr, seed);
-                        if (r < 0)
-                                return r;
+                        /* Go on with the other scenarios, unless a process the rest depends on is gone. */
+                        b->failed |= 1U << sc;
+                        if (target_check(&b->target) < 0)
+                                return -ESRCH;
+                        if (have_daemon_pids() &&
+                            (kill(arg_server_pid, 0) < 0 || kill(arg_agent_pid, 0) < 0)) {
+                                fail("konn-server or konn-agent has exited; stopping");
+                                return -ESRCH;
+                        }
+                        break;
                 }
         }
 
@@ -1591,20 +3873,28 @@ static int run(Bench *b) {
                         return r;
                 }
         }
-        return 0;
+        return b->failed != 0 ? -EIO : 0;
 }
 
 /* Safe after a failure anywhere in run(): listener_stop() also wakes a target thread that is still
- * inside a connection. */
+ * inside a connection, target_stop() ends the child whatever it is doing. */
 static void bench_done(Bench *b) {
         for (Role role = 0; role < _ROLE_MAX; role++)
                 listener_stop(&b->listeners[role]);
+        target_stop(&b->target);
+        b->loop.epfd = safe_close(b->loop.epfd);
+        b->loop.retry = mfree(b->loop.retry);
         b->buf = mfree(b->buf);
         b->wbuf = mfree(b->wbuf);
+        b->scratch = mfree(b->scratch);
 }
 
 int main(int argc, char *argv[]) {
-        Bench b = {};
+        static Bench b = {
+                .loop.epfd = -EBADF,
+                .target.pid = -1,
+                .target.pipe_fd = -EBADF,
+        };
         int r, k;
 
         r = parse_argv(argc, argv);
@@ -1625,8 +3915,15 @@ int main(int argc, char *argv[]) {
         bench_done(&b);
 
         print_table(&b);
-        if (r < 0)
-                printf("\nFAILED: see the messages above; figures shown are for the runs that completed.\n");
+        if (r < 0) {
+                unsigned n = 0;
+
+                printf("\nFAILED");
+                for (Scenario sc = 0; sc < _SCENARIO_MAX; sc++)
+                        if (b.failed & (1U << sc))
+                                printf("%s%s", n++ == 0 ? ": " : ", ", scenario_name[sc]);
+                printf(" (see the messages above); figures shown are for the runs that completed.\n");
+        }
         if (arg_json) {
                 k = write_json(&b, arg_json, r >= 0);
                 if (k < 0) {
