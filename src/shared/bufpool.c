@@ -43,6 +43,3 @@ void bufpool_trim(void) {
         n_free = 0;
 }
 
-size_t bufpool_spare(void) {
-        return n_free;
-}

@@ -15,4 +15,3 @@
 uint8_t *bufpool_get(void);           /* NULL on OOM */
 void bufpool_put(uint8_t *b);         /* NULL-safe */
 void bufpool_trim(void);              /* release every spare buffer (idle memory goes back to the system) */
-size_t bufpool_spare(void);

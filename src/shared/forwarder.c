@@ -54,10 +54,6 @@ int forwarder_push(Forwarder *f, const uint8_t *data, size_t len) {
         return (int) len;
 }
 
-size_t forwarder_pending(const Forwarder *f) {
-        return f->next_len + (out_msg_queued(&f->out) ? f->cur_len : 0);
-}
-
 void forwarder_forget_call(Forwarder *f, GrpcCall *call) {
         if (f->src == call)
                 f->src = NULL;

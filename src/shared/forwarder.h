@@ -29,8 +29,6 @@ void forwarder_init(Forwarder *f, GrpcCall *src, GrpcCall *dst, int64_t connect_
 /* A DATA payload from src: queue it towards dst. Returns bytes retained (credits withheld), or -ENOMEM / -ENOBUFS
  * (more than a message can carry is waiting: the source ignored flow control). */
 int forwarder_push(Forwarder *f, const uint8_t *data, size_t len);
-/* Bytes accepted but not yet handed to the destination connection. */
-size_t forwarder_pending(const Forwarder *f);
 /* Stop, giving the credits back to src (if still set). flush: the destination is still there and everything
  * accepted goes out (in order, before whatever the owner queues next); otherwise what was not yet queued is
  * dropped. Owners clear f->src / f->dst (forwarder_forget_call()) as soon as either call ends. */

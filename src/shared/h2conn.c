@@ -865,10 +865,6 @@ H2Conn *grpc_call_conn(const GrpcCall *call) {
         return call->conn;
 }
 
-int32_t grpc_call_stream_id(const GrpcCall *call) {
-        return call->stream_id;
-}
-
 void grpc_call_set_handler(GrpcCall *call, const GrpcCallHandler *h, void *userdata) {
         call->handler = h;
         call->userdata = userdata;
@@ -1298,20 +1294,12 @@ H2Conn *h2conn_free(H2Conn *c) {
         return NULL;
 }
 
-bool h2conn_is_ready(const H2Conn *c) {
-        return c->state == H2_RUNNING;
-}
-
 Transport *h2conn_transport(H2Conn *c) {
         return &c->transport;
 }
 
 void h2conn_set_userdata(H2Conn *c, void *userdata) {
         c->userdata = userdata;
-}
-
-size_t h2conn_n_calls(const H2Conn *c) {
-        return c->n_calls;
 }
 
 bool konn_features_has(const char *list, const char *feature) {

@@ -78,7 +78,6 @@ typedef struct H2ConnSettings {
         uint64_t handshake_timeout_usec;     /* 0 = none */
         uint64_t keepalive_usec;             /* PING interval; a PING not acknowledged by the next one kills the
                                               * connection. 0 = off */
-        const char *verify_host;             /* client: unused here (set on the TlsConn) */
 } H2ConnSettings;
 
 #define H2_DEFAULT_STREAM_WINDOW (1U * 1024 * 1024)
@@ -89,10 +88,8 @@ int h2conn_new(sd_event *e, Transport *t, bool server, const H2ConnSettings *s, 
                void *userdata, H2Conn **ret);
 H2Conn *h2conn_free(H2Conn *c);
 void h2conn_close(H2Conn *c, int error, const char *reason);  /* async: GOAWAY, flush, on_close(), free */
-bool h2conn_is_ready(const H2Conn *c);
 Transport *h2conn_transport(H2Conn *c);
 void h2conn_set_userdata(H2Conn *c, void *userdata);
-size_t h2conn_n_calls(const H2Conn *c);
 
 /* Client: start a call. headers: name/value pairs for extra metadata, NULL-terminated array of 2*n strings. */
 int grpc_call_start(H2Conn *c, const char *path, const char *authority, char *const *metadata,
@@ -105,7 +102,6 @@ const char *grpc_call_path(const GrpcCall *call);
 unsigned grpc_call_header_count(const GrpcCall *call, const char *name);
 const char *grpc_call_header(const GrpcCall *call, const char *name, unsigned idx);
 H2Conn *grpc_call_conn(const GrpcCall *call);
-int32_t grpc_call_stream_id(const GrpcCall *call);
 
 /* Encode and queue one control packet (allocates). -ENOBUFS when the call's queue of control bytes is over its
  * bound (the peer is not reading): the caller treats that peer as stuck. */

@@ -3,7 +3,6 @@
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 #include "transport.h"
 
@@ -65,34 +64,6 @@ ssize_t transport_write(Transport *t, const void *buf, size_t size) {
                 return -errno;
         }
         return n;
-}
-
-ssize_t transport_writev(Transport *t, const struct iovec *iov, int n) {
-        ssize_t total = 0, k;
-
-        if (!t->tls) {
-                struct msghdr mh = { .msg_iov = (struct iovec *) iov, .msg_iovlen = (size_t) n };
-                k = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
-                if (k < 0) {
-                        if (errno == EINTR || errno == EAGAIN) {
-                                t->want = EPOLLOUT;
-                                return -EAGAIN;
-                        }
-                        return -errno;
-                }
-                return k;
-        }
-        for (int i = 0; i < n; i++) {
-                if (iov[i].iov_len == 0)
-                        continue;
-                k = transport_write(t, iov[i].iov_base, iov[i].iov_len);
-                if (k < 0)
-                        return total > 0 ? total : k;
-                total += k;
-                if ((size_t) k < iov[i].iov_len)
-                        break;
-        }
-        return total;
 }
 
 size_t transport_pending(const Transport *t) {

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <sys/types.h>
-#include <sys/uio.h>
 
 #include "macro.h"
 #include "tls.h"
@@ -27,8 +26,6 @@ void transport_done(Transport *t);  /* closes everything; idempotent */
 int transport_handshake(Transport *t);  /* 0 when complete (or plain), -EAGAIN, -EPROTO, ... */
 ssize_t transport_read(Transport *t, void *buf, size_t size);         /* >0, 0 = EOF, -EAGAIN, <0 */
 ssize_t transport_write(Transport *t, const void *buf, size_t size);  /* >0, -EAGAIN, <0 */
-/* Write several buffers (plain sockets: one writev; TLS: in order until one is short). */
-ssize_t transport_writev(Transport *t, const struct iovec *iov, int n);
 /* Bytes readable without waiting for the fd (decrypted data buffered in OpenSSL). */
 size_t transport_pending(const Transport *t);
 uint32_t transport_read_events(const Transport *t);   /* what to poll for after a read returned -EAGAIN */
