@@ -193,12 +193,7 @@ int agent_config_validate(const AgentConfig *c, char **ret_error) {
         r = validate_identifiers(c->agent_identifiers, ret_error);
         if (r < 0)
                 return r;
-        if (c->log_level < LOG_EMERG || c->log_level > LOG_DEBUG)
-                return conf_set_error(ret_error, -EINVAL, "--log-level must be a syslog level");
-        if (c->log_target < 0 || c->log_target >= _LOG_TARGET_MAX)
-                return conf_set_error(ret_error, -EINVAL,
-                                      "--log-target must be auto, journal, stderr or stderr-fields");
-        return 0;
+        return conf_validate_log(c->log_level, c->log_target, ret_error);
 }
 
 void agent_config_done(AgentConfig *c) {

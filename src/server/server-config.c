@@ -233,12 +233,7 @@ int server_config_validate(const ServerConfig *c, char **ret_error) {
                                       "--server-id must be a non-empty string of printable "
                                       "ASCII characters");
 
-        if (c->log_level < LOG_EMERG || c->log_level > LOG_DEBUG)
-                return conf_set_error(ret_error, -EINVAL, "--log-level must be a syslog level");
-        if (c->log_target < 0 || c->log_target >= _LOG_TARGET_MAX)
-                return conf_set_error(ret_error, -EINVAL,
-                                      "--log-target must be auto, journal, stderr or stderr-fields");
-        return 0;
+        return conf_validate_log(c->log_level, c->log_target, ret_error);
 }
 
 void server_config_done(ServerConfig *c) {

@@ -1610,3 +1610,12 @@ int conf_load_daemon(const ConfDaemon *d, void *ret, int argc, char *argv[], Con
         args = (ConfArgs){};
         return 0;
 }
+
+int conf_validate_log(int log_level, int log_target, char **ret_error) {
+        if (log_level < LOG_EMERG || log_level > LOG_DEBUG)
+                return conf_set_error(ret_error, -EINVAL, "--log-level must be a syslog level");
+        if (log_target < 0 || log_target >= _LOG_TARGET_MAX)
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--log-target must be auto, journal, stderr or stderr-fields");
+        return 0;
+}

@@ -112,6 +112,9 @@ int conf_load_file(const ConfKey *table, void *cfg, const char *path, char **ret
 int conf_load(const ConfKey *table, void *cfg, const char *default_path, int argc, char *argv[],
               ConfArgs *ret_args, char **ret_error);
 
+/* The checks of the two logging keys every daemon has: a syslog level and a LogTarget. */
+int conf_validate_log(int log_level, int log_target, char **ret_error);
+
 /* What a daemon's configuration needs beyond its table, for conf_load_daemon(). */
 typedef struct ConfDaemon {
         const ConfKey *table;
