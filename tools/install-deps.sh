@@ -8,7 +8,8 @@ PKGS="build-essential autoconf automake pkg-config
       openssl curl ca-certificates python3 python3-grpcio python3-grpc-tools python3-protobuf python3-h2
       valgrind clang systemd groff-base man-db procps
       dpkg-dev debhelper lintian devscripts rpm rpmlint debootstrap systemd-container
-      selinux-policy-dev selinux-policy-default policycoreutils setools semodule-utils e2fsprogs qemu-system-x86"
+      selinux-policy-dev selinux-policy-default policycoreutils setools semodule-utils e2fsprogs qemu-system-x86
+      etcd-server"
 missing=""
 for p in $PKGS; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
