@@ -283,6 +283,124 @@ START_TEST(test_split_everywhere) {
 }
 END_TEST
 
+/* Streamed delivery: messages whose body starts with 'S' stream after a 3-byte header, the others are reassembled
+ * (head callback says 0) or, when small or whole in a chunk, delivered as usual. Every split of the stream into
+ * two chunks, and byte by byte, gives the same bytes in the same order, and nothing is buffered while streaming. */
+typedef struct StreamLog {
+        Collector whole;
+        uint8_t body[1024];
+        size_t body_len;
+        unsigned heads, lasts;
+        bool in_message;
+} StreamLog;
+
+static int stream_head(const uint8_t *head, size_t len, uint32_t msg_len, void *userdata) {
+        StreamLog *l = userdata;
+
+        ck_assert_uint_eq(len, MIN((size_t) msg_len, (size_t) GRPC_HEAD_MAX));
+        ck_assert_uint_gt(msg_len, len);
+        ck_assert(!l->in_message);
+        if (head[0] != 'S')
+                return 0;
+        l->heads++;
+        l->in_message = true;
+        return 3;
+}
+
+static int stream_body(const uint8_t *data, size_t len, bool last, void *userdata) {
+        StreamLog *l = userdata;
+
+        ck_assert(l->in_message);
+        ck_assert_uint_gt(len, 0);
+        ck_assert_uint_le(l->body_len + len, sizeof(l->body));
+        memcpy(l->body + l->body_len, data, len);
+        l->body_len += len;
+        if (last) {
+                l->lasts++;
+                l->in_message = false;
+        }
+        return 0;
+}
+
+static int stream_whole(const uint8_t *msg, size_t len, void *userdata) {
+        StreamLog *l = userdata;
+
+        ck_assert(!l->in_message);
+        return collect(msg, len, &l->whole);
+}
+
+START_TEST(test_stream_split_everywhere) {
+        static const GrpcReaderCallbacks cbs = { .message = stream_whole, .head = stream_head, .body = stream_body };
+        /* streamed (S), reassembled (R), small (s), empty, streamed again */
+        static const struct { char kind; uint32_t len; } msgs[] = { { 'S', 200 }, { 'R', 90 }, { 's', 20 },
+                                                                    { 0, 0 }, { 'S', 60 } };
+        uint8_t stream[512], want_body[512];
+        size_t total = 0, want_len = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(msgs); i++) {
+                uint8_t body[256];
+
+                for (uint32_t k = 0; k < msgs[i].len; k++)
+                        body[k] = k == 0 ? (uint8_t) msgs[i].kind : (uint8_t) (i * 31 + k);
+                if (msgs[i].kind == 'S') {
+                        memcpy(want_body + want_len, body + 3, msgs[i].len - 3);
+                        want_len += msgs[i].len - 3;
+                }
+                total += frame(stream + total, body, msgs[i].len);
+        }
+
+        for (size_t s = 0; s <= total + 1; s++) {
+                GrpcReader r = {};
+                StreamLog l = {};
+                bool bytewise = s == total + 1;
+
+                if (bytewise)
+                        for (size_t k = 0; k < total; k++)
+                                ck_assert_int_eq(grpc_reader_feed_stream(&r, stream + k, 1, &cbs, &l), 0);
+                else {
+                        ck_assert_int_eq(grpc_reader_feed_stream(&r, stream, s, &cbs, &l), 0);
+                        if (l.in_message)
+                                ck_assert_uint_eq(grpc_reader_held(&r), 0);
+                        ck_assert_int_eq(grpc_reader_feed_stream(&r, stream + s, total - s, &cbs, &l), 0);
+                }
+                ck_assert(grpc_reader_idle(&r));
+                ck_assert_uint_eq(grpc_reader_held(&r), 0);
+                /* Each 'S' message streamed unless it lay whole inside one chunk. */
+                ck_assert_uint_eq(l.heads, l.lasts);
+                ck_assert_uint_eq(l.whole.n + l.heads, ELEMENTSOF(msgs));
+                {
+                        uint8_t got[512];
+                        size_t n = 0, w = 0;
+
+                        /* Rebuild every 'S' payload from whichever path carried it, in order. */
+                        for (size_t i = 0, wi = 0; i < ELEMENTSOF(msgs); i++) {
+                                if (msgs[i].kind != 'S') {
+                                        ck_assert_uint_lt(wi, l.whole.n);
+                                        ck_assert_uint_eq(l.whole.len[wi], msgs[i].len);
+                                        wi++;
+                                        continue;
+                                }
+                                if (wi < l.whole.n && l.whole.len[wi] == msgs[i].len && l.whole.copy[wi][0] == 'S') {
+                                        memcpy(got + n, l.whole.copy[wi] + 3, msgs[i].len - 3);
+                                        wi++;
+                                } else {
+                                        memcpy(got + n, l.body + w, msgs[i].len - 3);
+                                        w += msgs[i].len - 3;
+                                }
+                                n += msgs[i].len - 3;
+                        }
+                        ck_assert_uint_eq(w, l.body_len);
+                        ck_assert_uint_eq(n, want_len);
+                        ck_assert_mem_eq(got, want_body, want_len);
+                }
+                if (bytewise)
+                        ck_assert_uint_eq(l.heads, 2);
+                grpc_reader_done(&r);
+                collector_done(&l.whole);
+        }
+}
+END_TEST
+
 START_TEST(test_byte_by_byte) {
         uint8_t stream[64];
         size_t total = 0;
@@ -591,6 +709,7 @@ static Suite *grpc_suite(void) {
         tcase_add_test(tc, test_many_in_one_chunk);
         tcase_add_test(tc, test_split_everywhere);
         tcase_add_test(tc, test_byte_by_byte);
+        tcase_add_test(tc, test_stream_split_everywhere);
         tcase_add_test(tc, test_prefix_alone_does_not_allocate);
         tcase_add_test(tc, test_zero_length);
         tcase_add_test(tc, test_limit);

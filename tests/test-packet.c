@@ -569,6 +569,59 @@ START_TEST(test_data_header) {
 }
 END_TEST
 
+/* Streamed delivery: the header is recognised from any head that holds it, for every size and ID. */
+START_TEST(test_data_head) {
+        size_t data_len = data_sizes[_i / ELEMENTSOF(connect_ids)];
+        int64_t cid = connect_ids[_i % ELEMENTSOF(connect_ids)];
+        uint8_t hdr[PACKET_DATA_HEADER_MAX];
+        size_t hdr_len = 0, got = 0;
+        Packet q;
+
+        ck_assert_int_eq(packet_encode_data_header(cid, data_len, hdr, sizeof(hdr), &hdr_len), 0);
+        for (size_t l = 0; l <= hdr_len; l++) {
+                int r = packet_decode_data_head(hdr, l, hdr_len + data_len, &q, &got);
+
+                /* no payload: nothing to stream */
+                ck_assert_int_eq(r, l == hdr_len && data_len > 0 ? 1 : 0);
+                if (r == 1) {
+                        ck_assert_uint_eq(got, hdr_len);
+                        ck_assert_int_eq(q.type, PACKET_DATA);
+                        ck_assert_int_eq(q.data.connect_id, cid);
+                        ck_assert(!q.data.continued);
+                }
+        }
+}
+END_TEST
+
+/* Only the canonical layout streams; everything else is left to packet_decode() on the whole message. */
+START_TEST(test_data_head_other_layouts) {
+        static const struct {
+                const char *bytes;
+                size_t len, msg_len;
+        } no[] = {
+                { "\x08\x04\x22\x08\x08\x03\x12\x01\x65\x1a\x01\x7a", 12, 12 }, /* error text */
+                { "\x08\x04\x22\x05\x08\x03\x1a\x01", 8, 10 },                /* Data shorter than msg */
+                { "\x08\x04\x22\x06\x08\x03\x1a\x01\x7a\x20", 9, 10 },       /* field after data */
+                { "\x22\x05\x08\x03\x1a\x01\x7a\x08\x04", 9, 9 },             /* type last */
+                { "\x08\x02\x2a\x02\x08\x03", 6, 6 },                           /* CLOSE_REQ */
+                { "\x08\x04\x22\x05\x1a\x01\x7a\x08\x03", 9, 9 },             /* connectID after data */
+                { "\x08\x04\x22\x04\x08\x03\x1a\x00", 8, 8 },                 /* no payload */
+                { "\x08\x04\x22\x85", 4, 9 },                                     /* truncated varint */
+        };
+        Packet q;
+        size_t got = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(no); i++)
+                ck_assert_msg(packet_decode_data_head((const uint8_t *) no[i].bytes, no[i].len, no[i].msg_len, &q,
+                                                      &got) == 0, "layout %zu", i);
+        /* the canonical one, for contrast: header 7 bytes, 1 payload byte */
+        ck_assert_int_eq(packet_decode_data_head((const uint8_t *) "\x08\x04\x22\x05\x08\x03\x1a\x01\x7a", 9,
+                                                 9, &q, &got), 1);
+        ck_assert_uint_eq(got, 8);
+        ck_assert_int_eq(q.data.connect_id, 3);
+}
+END_TEST
+
 START_TEST(test_data_header_bytes) {
         uint8_t out[PACKET_DATA_HEADER_MAX];
         size_t len = 0;
@@ -705,6 +758,8 @@ static Suite *packet_suite(void) {
         tcase_add_test(tc, test_oneof_merge);
         tcase_add_test(tc, test_oneof_reset);
         tcase_add_loop_test(tc, test_data_header, 0, ELEMENTSOF(data_sizes) * ELEMENTSOF(connect_ids));
+        tcase_add_loop_test(tc, test_data_head, 0, ELEMENTSOF(data_sizes) * ELEMENTSOF(connect_ids));
+        tcase_add_test(tc, test_data_head_other_layouts);
         tcase_add_test(tc, test_data_header_bytes);
         tcase_add_test(tc, test_enobufs);
         tcase_add_test(tc, test_einval);

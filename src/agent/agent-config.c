@@ -25,6 +25,8 @@
 #define BOOL(n, f, d, h) { .name = n, .type = CONF_BOOL, .offset = OFF(f), .def = d, .help = h }
 #define PORT(n, f, mn, d, h) \
         { .name = n, .type = CONF_INT, .offset = OFF(f), .min = mn, .max = 65535, .def = d, .help = h }
+#define INT(n, f, mn, mx, d, h) \
+        { .name = n, .type = CONF_INT, .offset = OFF(f), .min = mn, .max = mx, .def = d, .help = h }
 #define DURATION(n, f, mn, mx, d, h) \
         { .name = n, .type = CONF_DURATION, .offset = OFF(f), .min = mn, .max = mx, .def = d, .help = h }
 
@@ -80,6 +82,13 @@ const ConfKey agent_config_table[] = {
         DURATION("drain-timeout", drain_timeout_usec, 0, HOUR, "30s",
                  "On SIGTERM, how long open connections may take to finish after DRAIN "
                  "(0: exit at once)"),
+        INT("stream-window-size", stream_window_size, 16384, INT32_MAX, "1048576",
+            "HTTP/2 receive window of each stream, in bytes"),
+        INT("connection-window-size", connection_window_size, 65535, INT32_MAX, "16777216",
+            "HTTP/2 receive window of each server connection, in bytes: what one server may have in flight "
+            "towards this agent"),
+        INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "65536",
+            "Largest read from a destination and so the largest DATA message sent to servers, in bytes"),
         { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),
           .help = "Log level: emerg..debug (default: info, or debug with --v=5 or more)" },
         { .name = "log-target", .type = CONF_ENUM, .offset = OFF(log_target), .def = "auto",

@@ -35,6 +35,7 @@ typedef struct AgentConfig {
         uint64_t drain_timeout_usec;
         bool tunnel_streams;
         uint64_t handshake_timeout_usec;
+        int64_t stream_window_size, connection_window_size, relay_chunk_size;
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by agent_config_load() */
         int log_target;    /* LogTarget */

@@ -116,7 +116,8 @@ static void on_relay_event(Relay *r, RelayEvent ev, int error, void *userdata) {
 static int stream_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Endpoint *ep = userdata;
 
-        manager_count_packet(ep->sc->manager, METRICS_SEGMENT_TO_AGENT, p->type);
+        if (packet_is_new(p))
+                manager_count_packet(ep->sc->manager, METRICS_SEGMENT_TO_AGENT, p->type);
         switch (p->type) {
         case PACKET_DATA:
                 return endpoint_deliver(ep, p->data.data, p->data.data_len);

@@ -430,6 +430,8 @@ int manager_new(sd_event *e, AgentConfig *config, Manager **ret) {
         m->event = sd_event_ref(e);
         m->config = config;
         m->server_count = 1;
+        /* Only here: buffers in use keep their size, so a reload cannot change it. */
+        (void) bufpool_set_chunk_size((size_t) config->relay_chunk_size);
         if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
                 m->rng = (uint64_t) time(NULL) ^ (uint64_t) getpid();
         if (agent_health_init(m) < 0) {

@@ -55,7 +55,8 @@ static int on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         ServerConn *sc = userdata;
         Endpoint *ep;
 
-        manager_count_packet(sc->manager, METRICS_SEGMENT_TO_AGENT, p->type);
+        if (packet_is_new(p))
+                manager_count_packet(sc->manager, METRICS_SEGMENT_TO_AGENT, p->type);
         switch (p->type) {
         case PACKET_DIAL_REQ: {
                 int r = endpoint_dial(sc, p);
@@ -71,7 +72,8 @@ static int on_packet(GrpcCall *call, const Packet *p, void *userdata) {
                         Packet rsp = { .type = PACKET_CLOSE_RSP,
                                        .close_rsp = { .error = { "unrecognized connectID", 22 },
                                                       .connect_id = p->data.connect_id } };
-                        (void) server_conn_send(sc, &rsp);
+                        if (packet_is_new(p))
+                                (void) server_conn_send(sc, &rsp);
                         return 0;
                 }
                 return endpoint_deliver(ep, p->data.data, p->data.data_len);
@@ -232,7 +234,9 @@ static int on_setup_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 static int start_tls(ServerConn *sc) {
         const AgentConfig *cfg = sc->manager->config;
         H2ConnSettings st = { .handshake_timeout_usec = cfg->handshake_timeout_usec,
-                              .keepalive_usec = cfg->keepalive_time_usec };
+                              .keepalive_usec = cfg->keepalive_time_usec,
+                              .stream_window = (uint32_t) cfg->stream_window_size,
+                              .connection_window = (uint32_t) cfg->connection_window_size };
         TlsConn *tc = NULL;
         Transport t;
         int r;

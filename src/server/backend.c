@@ -36,7 +36,8 @@ static int backend_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Manager *m = b->manager;
         Tunnel *t;
 
-        manager_count_packet(m, "from_agent", p->type);
+        if (packet_is_new(p))
+                manager_count_packet(m, "from_agent", p->type);
         switch (p->type) {
         case PACKET_DIAL_RSP: {
                 t = idmap_get(m->pending, p->dial_rsp.random);
@@ -64,7 +65,8 @@ static int backend_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
                         return 0;
                 t = idmap_get(b->tunnels, p->data.connect_id);
                 if (!t) {
-                        (void) backend_close_unknown(b, p->data.connect_id);
+                        if (packet_is_new(p))
+                                (void) backend_close_unknown(b, p->data.connect_id);
                         return 0;
                 }
                 return tunnel_deliver(t, p->data.data, p->data.data_len);

@@ -258,7 +258,8 @@ static void front_close_request(Tunnel *t, const Packet *p) {
 static int front_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Tunnel *t = userdata;
 
-        manager_count_packet(t->manager, "from_client", p->type);
+        if (packet_is_new(p))
+                manager_count_packet(t->manager, "from_client", p->type);
         if (t->ignore_input)
                 return 0;
         switch (p->type) {

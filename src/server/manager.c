@@ -78,7 +78,8 @@ static int link_new(Manager *m, int fd, bool frontend, const char *peer) {
                 .handshake_timeout_usec = m->config->handshake_timeout_usec,
                 /* kube-apiserver multiplexes many Proxy streams on one connection. */
                 .max_concurrent_streams = frontend ? 10000 : (uint32_t) MIN(m->config->max_tunnels_per_agent + 16, (int64_t) INT32_MAX),
-                .connection_window = 64U * 1024 * 1024,
+                .stream_window = (uint32_t) m->config->stream_window_size,
+                .connection_window = (uint32_t) m->config->connection_window_size,
                 .keepalive_usec = frontend ? m->config->frontend_keepalive_time_usec : m->config->keepalive_time_usec,
         };
         TlsConn *tc = NULL;
@@ -524,6 +525,8 @@ int manager_new(sd_event *e, ServerConfig *config, Manager **ret) {
         }
         m->event = sd_event_ref(e);
         m->config = config;
+        /* Only here: buffers in use keep their size, so a reload cannot change it. */
+        (void) bufpool_set_chunk_size((size_t) config->relay_chunk_size);
         m->agent_fd = m->frontend_fd = -EBADF;
         m->pending = idmap_new();
         if (!m->pending) {

@@ -94,6 +94,13 @@ const ConfKey server_config_table[] = {
                  "Time limit for an HTTP CONNECT client to send its request header"),
         INT("max-tunnels-per-agent", max_tunnels_per_agent, 1, 100000000, "100000",
             "Maximum pending and established tunnels per agent stream"),
+        INT("stream-window-size", stream_window_size, 16384, INT32_MAX, "1048576",
+            "HTTP/2 receive window of each stream, in bytes (agent and frontend connections)"),
+        INT("connection-window-size", connection_window_size, 65535, INT32_MAX, "67108864",
+            "HTTP/2 receive window of each agent or frontend connection, in bytes: what one connection may have "
+            "in flight towards this server"),
+        INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "65536",
+            "Largest read from a CONNECT client and so the largest DATA message sent to agents, in bytes"),
         { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),
           .help = "Log level: emerg..debug (default: info, or debug with --v=5 or more)" },
         { .name = "log-target", .type = CONF_ENUM, .offset = OFF(log_target), .def = "auto",

@@ -45,6 +45,7 @@ typedef struct ServerConfig {
         bool insecure_allow_unauthenticated_agents;
         uint64_t handshake_timeout_usec, header_timeout_usec;
         int64_t max_tunnels_per_agent;
+        int64_t stream_window_size, connection_window_size, relay_chunk_size;
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by server_config_load() */
         int log_target;    /* LogTarget */

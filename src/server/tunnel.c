@@ -102,7 +102,8 @@ Tunnel *tunnel_alloc(Manager *m, TunnelKind kind, const char *peer) {
 
 /* A tunnel stream whose tunnel is gone, waiting for the agent's CLOSE_RSP. Owned by its H2Conn. */
 static int closing_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
-        manager_count_packet(userdata, "from_agent", p->type);
+        if (packet_is_new(p))
+                manager_count_packet(userdata, "from_agent", p->type);
         if (p->type == PACKET_CLOSE_RSP)
                 grpc_call_finish(call, GRPC_STATUS_OK, NULL);
         return 0;
@@ -274,7 +275,8 @@ bool tunnel_establish(Tunnel *t, int64_t connect_id) {
 static int stream_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Tunnel *t = userdata;
 
-        manager_count_packet(t->manager, "from_agent", p->type);
+        if (packet_is_new(p))
+                manager_count_packet(t->manager, "from_agent", p->type);
         switch (p->type) {
         case PACKET_DATA:
                 return tunnel_deliver(t, p->data.data, p->data.data_len);

@@ -9,12 +9,31 @@ typedef struct FreeBuf {
 
 static FreeBuf *free_list;
 static size_t n_free;
+static size_t n_taken;
+size_t bufpool_chunk = BUFPOOL_CHUNK_DEFAULT;
+
+int bufpool_set_chunk_size(size_t size) {
+        if (size < BUFPOOL_CHUNK_MIN || size > BUFPOOL_CHUNK_MAX)
+                return -ERANGE;
+        if (size == bufpool_chunk)
+                return 0;
+        if (n_taken > 0)
+                return -EBUSY;
+        bufpool_trim();
+        bufpool_chunk = size;
+        return 0;
+}
 
 uint8_t *bufpool_get(void) {
         FreeBuf *b = free_list;
 
-        if (!b)
-                return malloc(BUFPOOL_CHUNK);
+        if (!b) {
+                uint8_t *p = malloc(bufpool_chunk);
+                if (p)
+                        n_taken++;
+                return p;
+        }
+        n_taken++;
         free_list = b->next;
         n_free--;
         return (uint8_t *) b;
@@ -25,6 +44,7 @@ void bufpool_put(uint8_t *p) {
 
         if (!p)
                 return;
+        n_taken--;
         if (n_free >= BUFPOOL_MAX_FREE) {
                 free(p);
                 return;

@@ -2,16 +2,25 @@
 /*
  * bufpool — fixed-size relay read buffers, recycled so the steady-state data path does not allocate per packet.
  * Owns the free list (a bounded number of spare buffers; beyond that, buffers go back to malloc). A buffer taken
- * with bufpool_get() belongs to the caller until bufpool_put(). Loop thread only. 64 KiB chunks: 256 KiB ones
- * cost ~15% less CPU per GiB on one tunnel but deadlocked 100 tunnels echoing at once in konn-to-konn mode
- * (whole-message reassembly and withheld credits exhausting the connection window); see make bench echo-many.
+ * with bufpool_get() belongs to the caller until bufpool_put(). Loop thread only. The chunk size is the largest
+ * read the relay does and so the largest DATA message it sends; it is set once at startup (--relay-chunk-size),
+ * before any buffer is taken. Received DATA is streamed to its destination as it arrives (h2conn), so a large
+ * chunk never needs a whole-message buffer or window on the receiving side.
  */
 #pragma once
 
 #include "macro.h"
 
-#define BUFPOOL_CHUNK (64 * 1024)
+#define BUFPOOL_CHUNK_DEFAULT (64 * 1024)
+#define BUFPOOL_CHUNK_MIN (16 * 1024) /* holds what a CONNECT client pipelines behind its header */
+#define BUFPOOL_CHUNK_MAX (1024 * 1024)
 #define BUFPOOL_MAX_FREE 4
+
+extern size_t bufpool_chunk; /* bytes per buffer */
+#define BUFPOOL_CHUNK bufpool_chunk
+
+/* Before the first bufpool_get(); size within BUFPOOL_CHUNK_MIN..MAX. -EBUSY once buffers exist. */
+int bufpool_set_chunk_size(size_t size);
 
 uint8_t *bufpool_get(void);           /* NULL on OOM */
 void bufpool_put(uint8_t *b);         /* NULL-safe */

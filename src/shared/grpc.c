@@ -121,7 +121,80 @@ static int reader_parse_prefix(GrpcReader *r) {
         return 0;
 }
 
-static int reader_feed(GrpcReader *r, const uint8_t *data, size_t len, grpc_message_cb cb, void *userdata) {
+/* Streaming: hand the next body bytes of the current message to cbs->body. */
+static int reader_body(GrpcReader *r, const uint8_t *data, size_t n, const GrpcReaderCallbacks *cbs,
+                       void *userdata) {
+        r->body_left -= (uint32_t) n;
+        if (r->body_left == 0) {
+                r->streaming = false;
+                r->prefix_len = 0;
+        }
+        return cbs->body(data, n, !r->streaming, userdata);
+}
+
+/* A message is split across chunks and has a head callback: collect its head (in place when the chunk holds it)
+ * and let the callback choose. Returns 1 when the caller should go on reassembling into r->buf, 0 to continue with
+ * the next message or body bytes (or to wait for more input when *off == len), or a negative errno. */
+static int reader_head(GrpcReader *r, const uint8_t *data, size_t len, size_t *off, const GrpcReaderCallbacks *cbs,
+                       void *userdata) {
+        size_t want = MIN((size_t) r->msg_len, (size_t) GRPC_HEAD_MAX), avail = len - *off, n;
+        uint8_t copy[GRPC_HEAD_MAX];
+        const uint8_t *head;
+        int k;
+
+        if (r->head_len == 0 && avail >= want)
+                head = data + *off; /* not consumed yet: what the callback leaves is body */
+        else {
+                n = MIN(want - r->head_len, avail);
+                memcpy(r->head + r->head_len, data + *off, n);
+                r->head_len += (uint8_t) n;
+                *off += n;
+                if (r->head_len < want)
+                        return 0;
+                /* Callbacks may reset the reader: work on a copy. */
+                memcpy(copy, r->head, want);
+                r->head_len = 0;
+                head = copy;
+        }
+
+        if (want == r->msg_len) {
+                /* A small message, whole now. */
+                r->prefix_len = 0;
+                k = cbs->message(head, want, userdata);
+                return k < 0 ? k : 0;
+        }
+
+        k = cbs->head(head, want, r->msg_len, userdata);
+        if (k < 0)
+                return k;
+        if (k > 0) {
+                assert((size_t) k <= want);
+                r->streaming = true;
+                r->body_left = r->msg_len - (uint32_t) k;
+                if (head != copy) {
+                        *off += (size_t) k;
+                        return 0;
+                }
+                if ((size_t) k == want)
+                        return 0;
+                k = reader_body(r, copy + k, want - (size_t) k, cbs, userdata);
+                return k < 0 ? k : 0;
+        }
+
+        /* Reassemble, starting with the head bytes already taken from earlier chunks. */
+        r->buf = malloc(r->msg_len);
+        if (!r->buf)
+                return -ENOMEM;
+        r->buf_len = 0;
+        if (head == copy) {
+                memcpy(r->buf, copy, want);
+                r->buf_len = want;
+        }
+        return 1;
+}
+
+static int reader_feed(GrpcReader *r, const uint8_t *data, size_t len, const GrpcReaderCallbacks *cbs,
+                       void *userdata) {
         size_t off = 0;
         int k;
 
@@ -147,14 +220,25 @@ static int reader_feed(GrpcReader *r, const uint8_t *data, size_t len, grpc_mess
                 msg_len = r->msg_len;
                 avail = len - off;
 
+                if (r->streaming) {
+                        if (avail == 0)
+                                return 0;
+                        n = MIN(avail, (size_t) r->body_left);
+                        off += n;
+                        k = reader_body(r, data + off - n, n, cbs, userdata);
+                        if (k < 0)
+                                return k;
+                        continue;
+                }
+
                 if (!r->buf) {
-                        if (avail >= msg_len) {
+                        if (r->head_len == 0 && avail >= msg_len) {
                                 /* Whole body inside this chunk: zero copy. */
                                 const uint8_t *msg = data ? data + off : NULL;
 
                                 off += msg_len;
                                 r->prefix_len = 0;
-                                k = cb(msg, msg_len, userdata);
+                                k = cbs->message(msg, msg_len, userdata);
                                 if (k < 0)
                                         return k;
                                 continue;
@@ -162,10 +246,19 @@ static int reader_feed(GrpcReader *r, const uint8_t *data, size_t len, grpc_mess
                         if (avail == 0)
                                 return 0; /* keep waiting; the next chunk may hold it all */
 
-                        r->buf = malloc(msg_len);
-                        if (!r->buf)
-                                return -ENOMEM;
-                        r->buf_len = 0;
+                        if (cbs->head && cbs->body) {
+                                k = reader_head(r, data, len, &off, cbs, userdata);
+                                if (k < 0)
+                                        return k;
+                                if (k == 0)
+                                        continue;
+                        } else {
+                                r->buf = malloc(msg_len);
+                                if (!r->buf)
+                                        return -ENOMEM;
+                                r->buf_len = 0;
+                        }
+                        avail = len - off;
                 }
 
                 if (avail == 0)
@@ -183,27 +276,39 @@ static int reader_feed(GrpcReader *r, const uint8_t *data, size_t len, grpc_mess
 
                         r->buf_len = 0;
                         r->prefix_len = 0;
-                        k = cb(msg, msg_len, userdata);
+                        k = cbs->message(msg, msg_len, userdata);
                         if (k < 0)
                                 return k;
                 }
         }
 }
 
-int grpc_reader_feed(GrpcReader *r, const uint8_t *data, size_t len, grpc_message_cb cb, void *userdata) {
+int grpc_reader_feed_stream(GrpcReader *r, const uint8_t *data, size_t len, const GrpcReaderCallbacks *cbs,
+                            void *userdata) {
         int k;
 
         assert(r);
         assert(data || len == 0);
-        assert(cb);
+        assert(cbs && cbs->message);
 
         if (r->error < 0)
                 return r->error;
 
-        k = reader_feed(r, data, len, cb, userdata);
+        k = reader_feed(r, data, len, cbs, userdata);
         if (k < 0)
                 r->error = k;
         return k;
+}
+
+int grpc_reader_feed(GrpcReader *r, const uint8_t *data, size_t len, grpc_message_cb cb, void *userdata) {
+        return grpc_reader_feed_stream(r, data, len, &(const GrpcReaderCallbacks){ .message = cb }, userdata);
+}
+
+size_t grpc_reader_held(const GrpcReader *r) {
+        assert(r);
+        if (r->streaming)
+                return 0;
+        return r->prefix_len + r->head_len + r->buf_len;
 }
 
 void grpc_reader_done(GrpcReader *r) {

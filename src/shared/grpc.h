@@ -50,15 +50,21 @@ bool grpc_content_type_ok(const char *v, size_t len);
  * escape, nor a UTF-8 sequence. Returns the length written (without the NUL). msg NULL = "". */
 size_t grpc_message_encode(const char *msg, char *out, size_t size);
 
+#define GRPC_HEAD_MAX 48 /* bytes of a split message offered to a head callback before it is streamed */
+
 /* Initialise with designated initialisers, e.g. `GrpcReader r = { .max = 64 * 1024 };`. */
 typedef struct GrpcReader {
         uint8_t prefix[GRPC_PREFIX_SIZE];
+        uint8_t head_len;   /* bytes collected in head[] (a split message's first bytes) */
+        bool streaming;     /* the current message's body goes to the body callback as it arrives */
         size_t prefix_len;
-        uint32_t msg_len; /* of the message being assembled */
-        uint8_t *buf;     /* reassembly buffer, allocated only while a split message is pending */
+        uint32_t msg_len;   /* of the message being assembled */
+        uint32_t body_left; /* streaming: body bytes still to come */
+        uint8_t *buf;       /* reassembly buffer, allocated only while a split message is pending */
         size_t buf_len;
-        uint32_t max;     /* size limit; 0 means GRPC_MESSAGE_MAX */
-        int error;        /* sticky: set by a failed grpc_reader_feed(), cleared by grpc_reader_done() */
+        uint32_t max;       /* size limit; 0 means GRPC_MESSAGE_MAX */
+        int error;          /* sticky: set by a failed grpc_reader_feed(), cleared by grpc_reader_done() */
+        uint8_t head[GRPC_HEAD_MAX];
 } GrpcReader;
 
 /* Called once per complete message. `msg` is valid only during the call: it points either into the
@@ -72,6 +78,25 @@ typedef int (*grpc_message_cb)(const uint8_t *msg, size_t len, void *userdata);
  * checked before the length. After an error the reader is unusable (every later feed returns the
  * same error) until grpc_reader_done(). */
 int grpc_reader_feed(GrpcReader *r, const uint8_t *data, size_t len, grpc_message_cb cb, void *userdata);
+
+/* Streamed delivery. A message that does not lie whole in the chunk at hand is offered to head() once its first
+ * min(msg_len, GRPC_HEAD_MAX) bytes are known (when msg_len <= GRPC_HEAD_MAX that is the whole message, which goes
+ * to message() instead). head() returns n > 0 when the first n bytes are the message's header and the rest should
+ * stream: those bytes then go to body() as they arrive, in order and in place (several calls; `last` marks the one
+ * that ends the message), and nothing is buffered. head() returns 0 to have the message reassembled and passed to
+ * message() whole, or a negative errno to stop (propagated). */
+typedef struct GrpcReaderCallbacks {
+        grpc_message_cb message;
+        int (*head)(const uint8_t *head, size_t len, uint32_t msg_len, void *userdata);
+        int (*body)(const uint8_t *data, size_t len, bool last, void *userdata);
+} GrpcReaderCallbacks;
+
+/* As grpc_reader_feed(), with streamed delivery when cbs->head and cbs->body are set. */
+int grpc_reader_feed_stream(GrpcReader *r, const uint8_t *data, size_t len, const GrpcReaderCallbacks *cbs,
+                            void *userdata);
+
+/* Bytes fed but not yet handed to a callback (a partial prefix, head or reassembled message). */
+size_t grpc_reader_held(const GrpcReader *r);
 
 /* Frees the reassembly buffer and resets the state (keeping .max); the reader may be reused after. */
 void grpc_reader_done(GrpcReader *r);

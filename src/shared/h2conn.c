@@ -45,6 +45,8 @@ struct GrpcCall {
         GrpcReader reader;
         size_t unaccounted;  /* received bytes of a partial message: neither consumed nor retained yet */
         size_t cur_retained; /* retained by handlers while one chunk is processed */
+        int64_t stream_connect_id; /* DATA message being streamed: its connect_id */
+        bool stream_started;       /* ... and its first piece went to the owner */
 
         OutMsg *q_head, *q_tail;
         size_t q_bytes;         /* unsent bytes queued */
@@ -556,12 +558,29 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
         return 0;
 }
 
+/* Hand one decoded packet to the owner; DATA payload bytes it retains are added to cur_retained. */
+static void call_deliver(GrpcCall *call, const Packet *p) {
+        int r = call->handler->on_packet(call, p, call->userdata);
+
+        if (r < 0) {
+                if (!call->ignore_input)
+                        grpc_call_abort(call, GRPC_STATUS_INTERNAL, "invalid packet");
+                return;
+        }
+        if (p->type == PACKET_DATA)
+                call->cur_retained += MIN((size_t) r, p->data.data_len);
+}
+
+static bool call_wants_input(const GrpcCall *call) {
+        return !call->ignore_input && call->handler && call->conn->state == H2_RUNNING;
+}
+
 static int on_message(const uint8_t *msg, size_t len, void *userdata) {
         GrpcCall *call = userdata;
         Packet p;
         int r;
 
-        if (call->ignore_input || !call->handler || call->conn->state != H2_RUNNING)
+        if (!call_wants_input(call))
                 return 0;
         r = packet_decode(msg, len, &p);
         if (r == -EOPNOTSUPP) {
@@ -576,21 +595,49 @@ static int on_message(const uint8_t *msg, size_t len, void *userdata) {
                 call_fail(call, GRPC_STATUS_INTERNAL, "malformed packet");
                 return 0;
         }
-        r = call->handler->on_packet(call, &p, call->userdata);
-        if (r < 0) {
-                if (!call->ignore_input)
-                        grpc_call_abort(call, GRPC_STATUS_INTERNAL, "invalid packet");
-                return 0;
-        }
-        if (p.type == PACKET_DATA)
-                call->cur_retained += MIN((size_t) r, p.data.data_len);
+        call_deliver(call, &p);
         return 0;
 }
+
+/* A DATA message split over several HTTP/2 DATA frames is not reassembled: its payload goes to the owner piece by
+ * piece as the frames arrive, so credits come back as the bytes leave and no partial message holds any window. */
+static int on_message_head(const uint8_t *head, size_t len, uint32_t msg_len, void *userdata) {
+        GrpcCall *call = userdata;
+        size_t hdr = 0;
+        Packet p;
+
+        if (packet_decode_data_head(head, len, msg_len, &p, &hdr) <= 0)
+                return 0;
+        call->stream_connect_id = p.data.connect_id;
+        call->stream_started = false;
+        return (int) hdr;
+}
+
+static int on_message_body(const uint8_t *data, size_t len, bool last, void *userdata) {
+        GrpcCall *call = userdata;
+        Packet p = { .type = PACKET_DATA };
+
+        if (!call_wants_input(call))
+                return 0;
+        p.data.connect_id = call->stream_connect_id;
+        p.data.data = data;
+        p.data.data_len = len;
+        p.data.continued = call->stream_started;
+        call->stream_started = true;
+        call_deliver(call, &p);
+        return 0;
+}
+
+static const GrpcReaderCallbacks reader_callbacks = {
+        .message = on_message,
+        .head = on_message_head,
+        .body = on_message_body,
+};
 
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
                          void *userdata) {
         GrpcCall *call = nghttp2_session_get_stream_user_data(s, stream_id);
-        size_t partial;
+        size_t held;
         int r;
 
         if (!call || call->ignore_input) {
@@ -599,7 +646,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
         }
         call->unaccounted += len;
         call->cur_retained = 0;
-        r = grpc_reader_feed(&call->reader, data, len, on_message, call);
+        r = grpc_reader_feed_stream(&call->reader, data, len, &reader_callbacks, call);
         if (r < 0) {
                 switch (r) {
                 case -EMSGSIZE:
@@ -621,10 +668,11 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
                 grpc_reader_done(&call->reader);
                 return 0;
         }
-        partial = grpc_reader_idle(&call->reader) ? 0 : call->reader.prefix_len + call->reader.buf_len;
-        assert(call->unaccounted >= call->cur_retained + partial);
-        (void) nghttp2_session_consume(s, stream_id, call->unaccounted - call->cur_retained - partial);
-        call->unaccounted = partial;
+        /* Bytes the reader still holds (a partial prefix, head or non-DATA message) keep their credits. */
+        held = grpc_reader_held(&call->reader);
+        assert(call->unaccounted >= call->cur_retained + held);
+        (void) nghttp2_session_consume(s, stream_id, call->unaccounted - call->cur_retained - held);
+        call->unaccounted = held;
         return 0;
 }
 

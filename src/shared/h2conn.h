@@ -13,7 +13,8 @@
  * grpc_call_abort() end a call from the owner's side and detach the handler (no on_end follows).
  *
  * Data path: received DATA is de-framed (grpc) and decoded (packet) in place; DATA payloads point into the input
- * buffer. A handler returns how many payload bytes it keeps unconsumed; those HTTP/2 flow-control credits are returned
+ * buffer. A DATA message split over HTTP/2 frames is streamed: on_packet() sees it piece by piece as the frames
+ * arrive (p->data.continued on all pieces but the first), so credits never wait for a whole message. A handler returns how many payload bytes it keeps unconsumed; those HTTP/2 flow-control credits are returned
  * later with grpc_call_consume() once the bytes reached their destination (backpressure). Outgoing messages are
  * queued per call (OutMsg, FIFO) and copied once into the connection's TLS output buffer, never before.
  * Called from the sd-event loop only.

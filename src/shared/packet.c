@@ -537,3 +537,42 @@ int packet_encode_data_header(int64_t connect_id, size_t data_len,
                 *ret_len = n;
         return 0;
 }
+
+int packet_decode_data_head(const uint8_t *head, size_t len, size_t msg_len, Packet *ret, size_t *ret_hdr_len) {
+        Cursor c = { .p = head, .end = head ? head + MIN(len, msg_len) : NULL };
+        const uint8_t *sub_start;
+        uint64_t type, sub_len, v, data_len;
+        int64_t connect_id = 0;
+
+        assert(head || len == 0);
+        assert(ret && ret_hdr_len);
+
+        /* The layout packet_encode() and Go's proto.Marshal produce, and no other: type, then the Data member
+         * running to the end of the message, its data field last and running to the end as well. Anything else
+         * (an error text, unknown or repeated fields, another order) is not streamable: the caller reassembles
+         * the message and packet_decode() has the final word. */
+        if (c.p >= c.end || *c.p++ != tag_byte(PACKET_FIELD_TYPE, WIRE_VARINT))
+                return 0;
+        if (read_varint(&c, &type) < 0 || type != PACKET_DATA)
+                return 0;
+        if (c.p >= c.end || *c.p++ != tag_byte(members[PACKET_DATA].number, WIRE_LEN))
+                return 0;
+        if (read_varint(&c, &sub_len) < 0 || sub_len != msg_len - (size_t) (c.p - head))
+                return 0;
+        sub_start = c.p;
+        if (c.p < c.end && *c.p == tag_byte(data_fields[0].number, WIRE_VARINT)) {
+                c.p++;
+                if (read_varint(&c, &v) < 0)
+                        return 0;
+                connect_id = (int64_t) v;
+        }
+        if (c.p >= c.end || *c.p++ != tag_byte(data_fields[2].number, WIRE_LEN))
+                return 0;
+        if (read_varint(&c, &data_len) < 0 || data_len == 0 ||
+            data_len != sub_len - (uint64_t) (c.p - sub_start))
+                return 0;
+
+        *ret = (Packet) { .type = PACKET_DATA, .data.connect_id = connect_id };
+        *ret_hdr_len = (size_t) (c.p - head);
+        return 1;
+}

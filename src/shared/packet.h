@@ -8,6 +8,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,12 +54,20 @@ typedef struct Packet {
                         PacketStr error;
                         const uint8_t *data;
                         size_t data_len;
+                        /* Streamed delivery (h2conn): a later piece of a DATA message whose first piece was
+                         * already handed over with the same connect_id; not a packet of its own. */
+                        bool continued;
                 } data;
                 struct {
                         int64_t random;
                 } dial_cls;
         };
 } Packet;
+
+/* False for the later pieces of a streamed DATA message: count and answer a packet once, on its first piece. */
+static inline bool packet_is_new(const Packet *p) {
+        return p->type != PACKET_DATA || !p->data.continued;
+}
 
 #define PACKET_DATA_HEADER_MAX 40 /* upper bound of packet_encode_data_header() output */
 
@@ -87,3 +96,12 @@ int packet_encode(const Packet *p, uint8_t *buf, size_t size, size_t *ret_len);
  * absurdly large (the total would not fit in size_t). ret_len may be NULL. */
 int packet_encode_data_header(int64_t connect_id, size_t data_len,
                               uint8_t *buf, size_t size, size_t *ret_len);
+
+/* Streamed delivery of a DATA message whose bytes are still arriving: look at its first len bytes (head) of
+ * msg_len. Returns 1 when the message is a DATA packet laid out as packet_encode() and Go write it (type,
+ * then the Data member with an optional connect_id and the data field last, both running to the end of the
+ * message, no error text, at least one payload byte) and its header ends inside head: *ret gets the type and
+ * connect_id (no data) and *ret_hdr_len the header length; the other msg_len - *ret_hdr_len bytes are the payload.
+ * Returns 0 otherwise (not DATA, another layout, or the header does not fit in head): reassemble the message and
+ * use packet_decode(). Never fails otherwise; the payload needs no validation. */
+int packet_decode_data_head(const uint8_t *head, size_t len, size_t msg_len, Packet *ret, size_t *ret_hdr_len);
