@@ -278,6 +278,7 @@ static void manager_trim(Manager *m) {
                 return;
         m->trimmed_usec = now;
         bufpool_trim();
+        tls_trim();
         (void) malloc_trim(0);
 }
 

@@ -1006,7 +1006,7 @@ static void h2conn_dispatch_done(H2Conn *c) {
 }
 
 /* Flush the output buffer, then let nghttp2 fill it again, until the socket or nghttp2 has nothing more. */
-static int h2conn_pump_out(H2Conn *c) {
+static int h2conn_pump_out_buffer(H2Conn *c) {
         for (unsigned round = 0; round < 64; round++) {
                 int r;
 
@@ -1040,6 +1040,20 @@ static int h2conn_pump_out(H2Conn *c) {
         /* More to do: come back through the defer source so reads get their turn. */
         h2conn_schedule(c);
         return 0;
+}
+
+/* ... and send the TLS records of this pass together: one send() instead of one per 16 KiB record. */
+static int h2conn_pump_out(H2Conn *c) {
+        int r = h2conn_pump_out_buffer(c);
+
+        if (r < 0)
+                return r;
+        r = transport_flush(&c->transport);
+        if (r == -EAGAIN) {
+                c->write_blocked = true;
+                return 0;
+        }
+        return r;
 }
 
 static int h2conn_start_session(H2Conn *c);
@@ -1283,6 +1297,7 @@ int h2conn_new(sd_event *e, Transport *t, bool server, const H2ConnSettings *s, 
         c->event = sd_event_ref(e);
         c->transport = *t;
         *t = TRANSPORT_NULL;
+        transport_set_coalesce(&c->transport, true);
         c->server = server;
         c->settings = s ? *s : (H2ConnSettings){};
         c->handler = h;

@@ -7,6 +7,11 @@
  *   send(MSG_NOSIGNAL): a peer that resets the connection must not kill the daemon with SIGPIPE. Reads go
  *   straight to the socket (no read-ahead), so bytes are either in the kernel (epoll fires) or decrypted
  *   inside OpenSSL (tls_conn_pending()).
+ * - Coalescing (tls_conn_set_coalesce(), used by h2conn): records written by tls_conn_write() are collected in
+ *   a write buffer and leave in one send() per tls_conn_flush() (or when the buffer is full), instead of one
+ *   send() per 16 KiB record. Every other write OpenSSL makes (handshake, alerts, close_notify) sends what is
+ *   buffered first, so bytes never overtake each other. Buffers come from a small free list and go back to it
+ *   whenever a flush empties them, so an idle connection holds none.
  * - A connection is in one of three states: HANDSHAKE, RUNNING, FAILED. FAILED is sticky: once OpenSSL has
  *   reported a fatal error no further SSL_* I/O call is made on that SSL (OpenSSL forbids it, including
  *   SSL_shutdown()), and every call returns the saved error. Sending close_notify and receiving EOF are
@@ -55,8 +60,19 @@ struct TlsConn {
         TlsState state;
         int error; /* negative errno, valid in TLS_STATE_FAILED */
         uint32_t events_handshake, events_read, events_write;
+        bool coalesce;       /* tls_conn_write() records are buffered until tls_conn_flush() */
+        bool in_write;       /* inside tls_conn_write(): the BIO may buffer */
+        uint8_t *wbuf;       /* TLS_WBUF_SIZE bytes while records wait, else NULL */
+        size_t woff, wlen;
         char error_text[256];
 };
+
+/* 16 full TLS 1.3 records (16 KiB + 22 bytes each) and some: what h2conn writes per pass (256 KiB). */
+#define TLS_WBUF_SIZE ((size_t) 264 * 1024)
+#define TLS_WBUF_SPARES 2
+
+static uint8_t *tls_wbuf_spare[TLS_WBUF_SPARES];
+static unsigned tls_wbuf_n_spare;
 
 static const unsigned char alpn_h2[] = "\x02h2";
 static const unsigned char alpn_http11[] = "\x08http/1.1";
@@ -78,13 +94,91 @@ const char *tls_alpn_to_string(TlsAlpn a) {
         }
 }
 
+static uint8_t *tls_wbuf_get(void) {
+        if (tls_wbuf_n_spare > 0)
+                return tls_wbuf_spare[--tls_wbuf_n_spare];
+        return malloc(TLS_WBUF_SIZE);
+}
+
+static void tls_wbuf_put(uint8_t *b) {
+        if (!b)
+                return;
+        if (tls_wbuf_n_spare < TLS_WBUF_SPARES)
+                tls_wbuf_spare[tls_wbuf_n_spare++] = b;
+        else
+                free(b);
+}
+
+void tls_trim(void) {
+        while (tls_wbuf_n_spare > 0)
+                free(tls_wbuf_spare[--tls_wbuf_n_spare]);
+}
+
+/* One send() of what is buffered: 0 (perhaps partly sent), -EAGAIN, or a negative errno. */
+static int tls_wbuf_send(TlsConn *c) {
+        ssize_t n;
+
+        if (c->woff >= c->wlen)
+                return 0;
+        n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK)
+                n = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+        if (n < 0)
+                return errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
+        c->woff += (size_t) n;
+        if (c->woff == c->wlen)
+                c->woff = c->wlen = 0;
+        return 0;
+}
+
+/* BIO write result for a failed buffered write: retry on -EAGAIN, else errno for tls_conn_classify(). */
+static int tls_bio_fail(BIO *b, int k) {
+        if (k == -EAGAIN)
+                BIO_set_retry_write(b);
+        errno = k == -EAGAIN ? EAGAIN : -k;
+        return -1;
+}
+
 static int tls_bio_write(BIO *b, const char *buf, int len) {
         int fd = (int) BIO_get_fd(b, NULL);
+        TlsConn *c = BIO_get_app_data(b);
         ssize_t n;
+        int k;
 
         BIO_clear_retry_flags(b);
         if (len <= 0)
                 return 0;
+
+        if (c && c->coalesce && c->in_write) {
+                if (!c->wbuf) {
+                        c->wbuf = tls_wbuf_get();
+                        if (!c->wbuf)
+                                return tls_bio_fail(b, -ENOMEM);
+                }
+                if (TLS_WBUF_SIZE - c->wlen < (size_t) len) {
+                        k = tls_wbuf_send(c);
+                        if (k < 0)
+                                return tls_bio_fail(b, k);
+                        if (c->woff > 0) {
+                                memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+                                c->wlen -= c->woff;
+                                c->woff = 0;
+                        }
+                        if (TLS_WBUF_SIZE - c->wlen < (size_t) len)
+                                return tls_bio_fail(b, -EAGAIN);
+                }
+                memcpy(c->wbuf + c->wlen, buf, (size_t) len);
+                c->wlen += (size_t) len;
+                return len;
+        }
+        /* Unbuffered: whatever is buffered goes first. */
+        if (c && c->woff < c->wlen) {
+                k = tls_wbuf_send(c);
+                if (k < 0)
+                        return tls_bio_fail(b, k);
+                if (c->woff < c->wlen)
+                        return tls_bio_fail(b, -EAGAIN);
+        }
 
         errno = 0;
         n = send(fd, buf, (size_t) len, MSG_NOSIGNAL);
@@ -659,6 +753,7 @@ int tls_conn_new(SSL_CTX *ctx, int fd, bool server, const char *verify_host, Tls
         if (!bio)
                 return -ENOMEM;
         (void) BIO_set_fd(bio, fd, BIO_NOCLOSE);
+        BIO_set_app_data(bio, c);
         SSL_set_bio(c->ssl, bio, bio); /* the SSL owns the BIO now */
 
         if (SSL_set_ex_data(c->ssl, tls_ssl_index, c) != 1)
@@ -695,6 +790,7 @@ TlsConn *tls_conn_free(TlsConn *c) {
                 return NULL;
 
         SSL_free(c->ssl); /* frees the BIO too, never the fd; OpenSSL cleanses key material */
+        tls_wbuf_put(c->wbuf);
         free(c);
         return NULL;
 }
@@ -794,7 +890,9 @@ ssize_t tls_conn_write(TlsConn *c, const void *buf, size_t size) {
 
         ERR_clear_error();
         errno = 0;
+        c->in_write = true;
         k = SSL_write_ex(c->ssl, buf, size, &n);
+        c->in_write = false;
         errno_saved = errno;
         if (k > 0) {
                 c->events_write = 0;
@@ -807,6 +905,33 @@ ssize_t tls_conn_write(TlsConn *c, const void *buf, size_t size) {
         if (r > 0)
                 return tls_conn_fail(c, -ECONNRESET, "connection closed by peer");
         return tls_conn_fail(c, r, NULL);
+}
+
+void tls_conn_set_coalesce(TlsConn *c, bool b) {
+        assert(c);
+        c->coalesce = b;
+}
+
+int tls_conn_flush(TlsConn *c) {
+        int k;
+
+        assert(c);
+
+        if (!c->wbuf)
+                return 0;
+        k = tls_wbuf_send(c);
+        if (k == -EAGAIN || (k == 0 && c->woff < c->wlen)) {
+                c->events_write = EPOLLOUT;
+                return -EAGAIN;
+        }
+        if (k < 0) {
+                c->ssl_dead = true;
+                return tls_conn_fail(c, k == -EPIPE ? -ECONNRESET : k, "%s", strerror(-k));
+        }
+        c->events_write = 0;
+        /* Empty: back to the free list until the next burst. */
+        tls_wbuf_put(TAKE_PTR(c->wbuf));
+        return 0;
 }
 
 uint32_t tls_conn_events(const TlsConn *c) {

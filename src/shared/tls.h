@@ -76,6 +76,14 @@ ssize_t tls_conn_write(TlsConn *c, const void *buf, size_t size);
  * what the pending handshake/shutdown, read and write need (each is cleared when that operation next
  * returns something other than -EAGAIN). 0 if nothing is waiting. */
 uint32_t tls_conn_events(const TlsConn *c);
+/* Coalescing: records written by tls_conn_write() wait in a write buffer and leave together with
+ * tls_conn_flush(), which the caller must call once per batch of writes (one send() instead of one per record).
+ * tls_conn_flush(): 0 when everything is out (also when nothing was buffered), -EAGAIN (wait for
+ * tls_conn_events()), or a negative errno (the connection failed). */
+void tls_conn_set_coalesce(TlsConn *c, bool b);
+int tls_conn_flush(TlsConn *c);
+/* Free the spare coalescing buffers (when the process goes idle). */
+void tls_trim(void);
 
 /* Bytes already decrypted inside OpenSSL and readable without touching the fd (SSL_pending): the caller
  * must keep reading while this is > 0, since epoll will not fire for them. */

@@ -66,6 +66,22 @@ ssize_t transport_write(Transport *t, const void *buf, size_t size) {
         return n;
 }
 
+void transport_set_coalesce(Transport *t, bool b) {
+        if (t->tls)
+                tls_conn_set_coalesce(t->tls, b);
+}
+
+int transport_flush(Transport *t) {
+        int r;
+
+        if (!t->tls)
+                return 0;
+        r = tls_conn_flush(t->tls);
+        if (r == -EAGAIN)
+                t->want = tls_conn_events(t->tls);
+        return r;
+}
+
 size_t transport_pending(const Transport *t) {
         return t->tls ? tls_conn_pending(t->tls) : 0;
 }

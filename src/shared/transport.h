@@ -26,6 +26,10 @@ void transport_done(Transport *t);  /* closes everything; idempotent */
 int transport_handshake(Transport *t);  /* 0 when complete (or plain), -EAGAIN, -EPROTO, ... */
 ssize_t transport_read(Transport *t, void *buf, size_t size);         /* >0, 0 = EOF, -EAGAIN, <0 */
 ssize_t transport_write(Transport *t, const void *buf, size_t size);  /* >0, -EAGAIN, <0 */
+/* Coalesce writes (TLS: records leave together at transport_flush(); plain sockets write at once anyway). */
+void transport_set_coalesce(Transport *t, bool b);
+/* Send what coalescing buffered: 0, -EAGAIN (wait for transport_write_events()), or a negative errno. */
+int transport_flush(Transport *t);
 /* Bytes readable without waiting for the fd (decrypted data buffered in OpenSSL). */
 size_t transport_pending(const Transport *t);
 uint32_t transport_read_events(const Transport *t);   /* what to poll for after a read returned -EAGAIN */
