@@ -1,0 +1,340 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""konn's OCI image (`make image`, tools/build-image.sh + tools/mkimage.py): its contents and labels, and both
+daemons running from it under podman — read-only root, non-root user, no capabilities — tunnelling a CONNECT.
+
+The image is built once per run with tools/build-image.sh (what `make image` runs) and loaded under a name of
+this process (localhost/konn-test:PID), removed at the end. Skips with a reason where podman is absent or cannot
+run containers. Podman facts on Debian 12 machines of this kind: `--runtime runc` (crun fails on the hybrid
+cgroup layout), rlimits cannot be raised (lowered --ulimit values are passed).
+
+Environment (besides konntest's): KONN_IMAGE_ARCHIVE=FILE uses an already built archive instead of building one.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
+import konntest  # noqa: E402
+from konntest import T, cert  # noqa: E402
+
+PODMAN = shutil.which("podman")
+UID = 65532
+NAME = "localhost/konn-test:%d" % os.getpid()
+RUN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+             "--read-only", "--user", "%d:%d" % (UID, UID), "--cap-drop", "all",
+             "--security-opt", "no-new-privileges", "--network", "host"]
+
+
+def version():
+    with open(os.path.join(konntest.BUILDDIR, "Makefile")) as f:
+        return re.search(r"^PACKAGE_VERSION = (\S+)$", f.read(), re.M).group(1)
+
+
+def podman(*args, check=True, timeout=120):
+    r = subprocess.run([PODMAN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, timeout=T(timeout))
+    if check and r.returncode != 0:
+        raise AssertionError("podman %s: exit %d: %s" % (" ".join(args), r.returncode, r.stderr.strip()))
+    return r
+
+
+class Archive:
+    """An OCI image layout packed as a tar: index, manifest, config and the single layer's members."""
+
+    def __init__(self, path):
+        with tarfile.open(path) as t:
+            self.names = t.getnames()
+            self.index = json.load(t.extractfile("index.json"))
+            self.layout = json.load(t.extractfile("oci-layout"))
+
+            def blob(desc):
+                algo, digest = desc["digest"].split(":")
+                data = t.extractfile("blobs/%s/%s" % (algo, digest)).read()
+                assert hashlib.sha256(data).hexdigest() == digest and len(data) == desc["size"], desc
+                return data
+
+            self.manifest_desc = self.index["manifests"][0]
+            self.manifest = json.loads(blob(self.manifest_desc))
+            self.config = json.loads(blob(self.manifest["config"]))
+            self.layer_gz = blob(self.manifest["layers"][0])
+        self.layer_raw = gzip.decompress(self.layer_gz)
+        with tarfile.open(fileobj=io.BytesIO(self.layer_raw)) as lt:
+            self.members = {m.name: m for m in lt.getmembers()}
+
+
+_image = {}
+
+
+def image():
+    """(archive path, image name), built and loaded once per process."""
+    if not _image:
+        path = os.environ.get("KONN_IMAGE_ARCHIVE")
+        if not path:
+            path = os.path.join(konntest.session_dir(), "konn.oci.tar")
+            t0 = time.monotonic()
+            # A build of its own, not a part of the `make check` that may be running this file.
+            env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+            env["KONN_IMAGE_NO_LOAD"] = "1"
+            r = subprocess.run(["sh", os.path.join(konntest.SRCDIR, "tools", "build-image.sh"), konntest.BUILDDIR,
+                                path, NAME], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               universal_newlines=True, timeout=T(900), env=env)
+            if r.returncode != 0:
+                raise AssertionError("tools/build-image.sh failed:\n" + r.stdout)
+            sys.stderr.write("image built in %.1f s:\n%s" % (time.monotonic() - t0, r.stdout))
+        podman("load", "-q", "-i", path, timeout=300)
+        podman("tag", Archive(path).manifest_desc["annotations"]["org.opencontainers.image.ref.name"], NAME,
+               check=False)
+        _image["path"] = path
+    return _image["path"], NAME
+
+
+def podman_unusable():
+    if not PODMAN:
+        return "podman is not installed (tools/install-deps.sh installs it)"
+    if os.geteuid() != 0:
+        return "needs root (podman with the system storage and host networking)"
+    r = subprocess.run([PODMAN, "info"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+    if r.returncode != 0:
+        return "podman cannot run here: " + r.stderr.strip()[-300:]
+    return None
+
+
+REASON = podman_unusable()
+
+
+def tearDownModule():
+    if _image and PODMAN:
+        subprocess.run([PODMAN, "rmi", "-f", NAME], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@unittest.skipIf(REASON, REASON)
+class ImageContents(unittest.TestCase):
+    """The archive itself: OCI layout, labels, the non-root user, and nothing in it but what the daemons need."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.path, _ = image()
+        cls.a = Archive(cls.path)
+
+    def test_layout_and_annotations(self):
+        a = self.a
+        self.assertEqual(a.layout, {"imageLayoutVersion": "1.0.0"})
+        self.assertEqual(a.manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json")
+        self.assertEqual(a.manifest_desc["annotations"]["org.opencontainers.image.ref.name"],
+                         "localhost/konn-test:%d" % os.getpid() if not os.environ.get("KONN_IMAGE_ARCHIVE")
+                         else a.manifest_desc["annotations"]["org.opencontainers.image.ref.name"])
+        ann = a.manifest["annotations"]
+        self.assertEqual(ann["org.opencontainers.image.version"], version())
+        self.assertEqual(ann["org.opencontainers.image.licenses"], "Apache-2.0")
+        self.assertEqual(ann["org.opencontainers.image.title"], "konn")
+        self.assertRegex(ann["org.opencontainers.image.source"], r"^[a-z+]+:")
+        self.assertRegex(ann["org.opencontainers.image.revision"], r"^[0-9a-f]{40}(-dirty)?$")
+        self.assertEqual(a.config["config"]["Labels"], ann)
+        self.assertEqual(a.config["config"]["User"], "%d:%d" % (UID, UID))
+        self.assertEqual(a.config["os"], "linux")
+        self.assertEqual(a.config["rootfs"]["diff_ids"], ["sha256:" + hashlib.sha256(a.layer_raw).hexdigest()])
+        self.assertEqual(sorted(a.config["config"]["ExposedPorts"]),
+                         ["8090/tcp", "8091/tcp", "8092/tcp", "8093/tcp", "8094/tcp", "8095/tcp"])
+        sys.stderr.write("image size: %d bytes compressed (archive %d), %d bytes unpacked\n"
+                         % (len(a.layer_gz), os.path.getsize(self.path), len(a.layer_raw)))
+
+    def test_root_holds_only_the_daemons_and_their_libraries(self):
+        m = self.a.members
+        for p in ("usr/sbin/konn-server", "usr/sbin/konn-agent"):
+            self.assertTrue(m[p].isfile() and m[p].mode & 0o111, p)
+        self.assertNotIn("bin/sh", m)
+        self.assertNotIn("usr/bin/sh", m)
+        files = sorted(n for n, x in m.items() if x.isfile())
+        others = [f for f in files if not re.match(
+            r"^(usr/sbin/konn-(server|agent)|usr/lib(64)?/.*\.so[.0-9]*|etc/(passwd|group|nsswitch\.conf)|"
+            r"etc/ssl/certs/ca-certificates\.crt|usr/share/doc/konn/LICENSE)$", f)]
+        self.assertEqual(others, [])
+        self.assertIn("lib64", m)  # the loader's path, /lib64/ld-linux-*.so.2, resolves through the host's links
+        passwd = self._file("etc/passwd")
+        self.assertIn(b"konn:x:65532:65532:", passwd)
+        for d in ("etc/konn/konn-server.conf.d", "etc/konn/konn-agent.conf.d", "run/konn", "tmp"):
+            self.assertTrue(m[d].isdir(), d)
+        self.assertEqual((m["run/konn"].uid, m["run/konn"].gid), (UID, UID))
+        self.assertTrue(all(x.uid in (0, UID) and x.mtime == m["usr/sbin/konn-server"].mtime for x in m.values()))
+
+    def _file(self, name):
+        with tarfile.open(fileobj=io.BytesIO(self.a.layer_raw)) as lt:
+            return lt.extractfile(name).read()
+
+    def test_reproducible(self):
+        # The same binaries and time give the same bytes: run mkimage twice over the tree's own daemons.
+        out = []
+        for i in range(2):
+            p = os.path.join(konntest.session_dir(), "repro%d.oci.tar" % i)
+            subprocess.run(["/usr/bin/python3", os.path.join(konntest.SRCDIR, "tools", "mkimage.py"),
+                            "--server", konntest.SERVER_BIN, "--agent", konntest.AGENT_BIN, "--version", "0",
+                            "--created", "1700000000", "--output", p], check=True, stdout=subprocess.DEVNULL,
+                           timeout=T(300))
+            with open(p, "rb") as f:
+                out.append(hashlib.sha256(f.read()).hexdigest())
+            os.unlink(p)
+        self.assertEqual(out[0], out[1])
+
+
+@unittest.skipIf(REASON, REASON)
+class ImageRuns(konntest.KonnTestCase):
+    """konn-server and konn-agent each in its own container (host network, loopback ports), tunnelling CONNECTs
+    from the host through the server's Unix socket to a target on the host."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.path, cls.name = image()
+
+    def setUp(self):
+        super().setUp()
+        self.containers = []
+        self.addCleanup(self._remove_containers)
+        # What a Pod would mount: certificates readable by the container's user, a socket directory it owns.
+        self.certs = os.path.join(self.dir, "certs")
+        os.mkdir(self.certs)
+        for n in ("ca.crt", "server.crt", "server.key", "agent.crt", "agent.key"):
+            shutil.copy(cert(n), self.certs)
+            os.chown(os.path.join(self.certs, n), UID, UID)
+        self.run_dir = os.path.join(self.dir, "run")
+        os.mkdir(self.run_dir, 0o750)
+        os.chown(self.run_dir, UID, UID)
+        os.chmod(self.dir, 0o755)
+        os.chmod(os.path.dirname(self.dir), 0o755)
+
+    def _remove_containers(self):
+        for c in self.containers:
+            subprocess.run([PODMAN, "rm", "-f", "-t", "0", c], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=T(120))
+
+    def run_container(self, tag, argv, mounts=()):
+        cname = "konn11-%s-%d-%d" % (tag, os.getpid(), len(self.containers))
+        args = ["run", "-d", "--name", cname] + RUN_FLAGS
+        for src, dst in mounts:
+            args += ["-v", "%s:%s:ro" % (src, dst) if not dst.endswith(":rw") else "%s:%s" % (src, dst[:-3])]
+        r = podman(*(args + [self.name] + argv))
+        self.containers.append(cname)
+        return cname
+
+    def logs(self, cname):
+        r = podman("logs", cname, check=False)
+        return r.stdout + r.stderr
+
+    def wait_log(self, cname, pattern, timeout=20):
+        return self.wait_until(lambda: re.search(pattern, self.logs(cname), re.M), timeout,
+                               "%r in the log of %s:\n%s" % (pattern, cname, self.logs(cname)[-3000:]))
+
+    def pid_of(self, cname):
+        return int(podman("inspect", "--format", "{{.State.Pid}}", cname).stdout.strip())
+
+    def http_get(self, port, path):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=T(5)) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return None, b""
+
+    def start_containers(self):
+        self.agent_port, self.server_health, self.agent_health = (konntest.free_port() for _ in range(3))
+        sock = "/run/konn/konn-server.sock"
+        server = self.run_container("server", [
+            "konn-server", "--mode=http-connect", "--uds-name=" + sock, "--server-port=0",
+            "--agent-port=%d" % self.agent_port, "--agent-bind-address=127.0.0.1",
+            "--health-port=%d" % self.server_health, "--health-bind-address=127.0.0.1", "--admin-port=0",
+            "--cluster-cert=/certs/server.crt", "--cluster-key=/certs/server.key", "--cluster-ca-cert=/certs/ca.crt",
+            "--server-id=srv-c1"], [(self.certs, "/certs"), (self.run_dir, "/run/konn:rw")])
+        self.sock_path = os.path.join(self.run_dir, "konn-server.sock")
+        self.wait_until(lambda: os.path.exists(self.sock_path), 30, "the server's socket (log: %s)"
+                        % self.logs(server)[-2000:])
+        # The agent takes its configuration from a mounted drop-in directory, as from a ConfigMap.
+        dropins = os.path.join(self.dir, "agent.conf.d")
+        os.mkdir(dropins)
+        with open(os.path.join(dropins, "10-pod.conf"), "w") as f:
+            f.write('proxy-server-host = "127.0.0.1";\nproxy-server-port = %d;\nca-cert = "/certs/ca.crt";\n'
+                    'agent-cert = "/certs/agent.crt";\nagent-key = "/certs/agent.key";\n'
+                    'health-server-host = "127.0.0.1";\nhealth-server-port = %d;\nadmin-server-port = 0;\n'
+                    % (self.agent_port, self.agent_health))
+        os.chmod(dropins, 0o755)
+        agent = self.run_container("agent", ["konn-agent", "--agent-id=node-c1", "--drain-timeout=3s"],
+                                   [(self.certs, "/certs"), (dropins, "/etc/konn/konn-agent.conf.d")])
+        self.wait_log(agent, r"node-c1.*[Cc]onnected|[Cc]onnected.*srv-c1", 30)
+        return server, agent
+
+    def test_tunnel_read_only_non_root(self):
+        server, agent = self.start_containers()
+        self.wait_log(server, r"^.*Agent 'node-c1' connected", 30)
+        echo = self.track(konntest.EchoServer())
+        data = konntest.Pattern(4 * konntest.MIB, seed=11).bytes()
+        c = self.open_tunnel("127.0.0.1:%d" % echo.port)
+        c.send(data)
+        got = c.recv_exact(len(data))
+        self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
+        c.close()
+        # Several tunnels at once.
+        cs = [self.open_tunnel("127.0.0.1:%d" % echo.port) for _ in range(8)]
+        for i, c in enumerate(cs):
+            self.assert_echo(c, b"tunnel %d\n" % i)
+        # Each daemon runs as 65532 with no capabilities and no way to gain any, on a read-only root.
+        for cname in (server, agent):
+            pid = self.pid_of(cname)
+            with open("/proc/%d/status" % pid) as f:
+                st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            self.assertEqual(st["Uid"].split(), [str(UID)] * 4, cname)
+            self.assertEqual(st["Gid"].split(), [str(UID)] * 4, cname)
+            for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                self.assertEqual(int(st[k], 16), 0, "%s %s" % (cname, k))
+            self.assertEqual(st["NoNewPrivs"].strip(), "1")
+            with open("/proc/%d/mountinfo" % pid) as f:
+                root = [ln.split() for ln in f if ln.split()[4] == "/"]
+            self.assertTrue(root and "ro" in root[-1][5].split(","), root)
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                self.assertTrue(f.read().startswith(b"konn-"), cname)
+        # Health and readiness on the ports the probes use.
+        self.assertEqual(self.http_get(self.server_health, "/healthz")[0], 200)
+        self.assertEqual(self.http_get(self.server_health, "/readyz")[0], 200)
+        self.assertEqual(self.http_get(self.agent_health, "/healthz")[0], 200)
+        self.assertEqual(self.http_get(self.agent_health, "/readyz")[0], 200)
+        # The logs are on stderr, plain lines without journald (what `kubectl logs` shows).
+        r = podman("logs", server)
+        self.assertEqual(r.stdout, "")
+        self.assertRegex(r.stderr, r"(?m)^.*Agent 'node-c1' connected")
+
+    def test_agent_restart_and_stop(self):
+        server, agent = self.start_containers()
+        echo = self.track(konntest.EchoServer())
+        c = self.open_tunnel("127.0.0.1:%d" % echo.port)
+        self.assert_echo(c, b"before\n")
+        # SIGTERM to the container (what a Pod deletion does): the agent drains for up to --drain-timeout while
+        # the tunnel stays open, then exits 0 within the grace period.
+        t0 = time.monotonic()
+        podman("stop", "-t", "20", agent, timeout=60)
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", agent).stdout.strip()
+        self.assertEqual(code, "0", self.logs(agent)[-2000:])
+        self.assertLess(time.monotonic() - t0, T(25))
+        self.wait_until(lambda: self.http_get(self.server_health, "/readyz")[0] != 200, 20,
+                        "the server to be unready without agents")
+        podman("start", agent)
+        self.wait_until(lambda: self.http_get(self.server_health, "/readyz")[0] == 200, 30,
+                        "the server to be ready again")
+        c = self.open_tunnel("127.0.0.1:%d" % echo.port)
+        self.assert_echo(c, b"after\n")
+        podman("stop", "-t", "20", server, timeout=60)
+        self.assertEqual(podman("inspect", "--format", "{{.State.ExitCode}}", server).stdout.strip(), "0",
+                         self.logs(server)[-2000:])
+
+
+if __name__ == "__main__":
+    konntest.main()
