@@ -89,18 +89,50 @@ def make_pki(d, sans=("IP:127.0.0.1", "DNS:localhost")):
               ("admin", "/O=system:masters/CN=konn-test-admin", "clientAuth", None),
               ("kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth", None))
     for name, subj, eku, san in leaves:
-        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name + ".key", cwd=d)
-        _openssl("req", "-new", "-key", name + ".key", "-subj", subj, "-out", name + ".csr", cwd=d)
-        ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\n" % eku
-        if san:
-            ext += "subjectAltName=%s\n" % san
-        with open(os.path.join(d, name + ".ext"), "w") as f:
-            f.write(ext)
-        _openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "1", "-extfile", name + ".ext", "-out", name + ".crt", cwd=d)
+        issue_cert(d, name, subj, eku, san)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=d)
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
     return d
+
+
+def issue_cert(d, name, subj, eku, san=None):
+    """name.crt/name.key in the PKI directory d, signed by its ca.crt/ca.key: subject `subj` ("/CN=..."),
+    extendedKeyUsage `eku` ("serverAuth", "clientAuth"), subjectAltName `san` ("IP:192.0.2.10,DNS:x") or None."""
+    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name + ".key", cwd=d)
+    _openssl("req", "-new", "-key", name + ".key", "-subj", subj, "-out", name + ".csr", cwd=d)
+    ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\n" % eku
+    if san:
+        ext += "subjectAltName=%s\n" % san
+    with open(os.path.join(d, name + ".ext"), "w") as f:
+        f.write(ext)
+    _openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "1", "-extfile", name + ".ext", "-out", name + ".crt", cwd=d)
+    return os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
+
+
+def private_netns_reason():
+    """None if enter_private_netns() can work here (root, ip(8)); otherwise why not."""
+    if os.geteuid() != 0:
+        return "needs root to create a private network namespace"
+    if not os.path.exists("/usr/sbin/ip") and not os.path.exists("/sbin/ip"):
+        return "ip(8) (iproute2) is missing"
+    return None
+
+
+def enter_private_netns(addresses=("192.0.2.10",)):
+    """Moves this process into a new, private network namespace (unshare(CLONE_NEWNET)) with lo up and the given
+    IPv4 addresses added to lo as /32: node proxy and pod proxy refuse loopback addresses, these they accept,
+    and nothing can leave the namespace. Every process started afterwards (etcd, kube-apiserver, the daemons,
+    kubectl) lives in it. Call it before starting any thread (at import time of a test file)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+        e = ctypes.get_errno()
+        raise OSError(e, "unshare(CLONE_NEWNET): " + os.strerror(e))
+    ip = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
+    subprocess.run([ip, "link", "set", "lo", "up"], check=True, timeout=30)
+    for a in addresses:
+        subprocess.run([ip, "addr", "add", a + "/32", "dev", "lo"], check=True, timeout=30)
 
 
 def egress_selector_config(protocol, uds):
@@ -298,17 +330,19 @@ class KubeAPI:
         except ValueError:
             return resp.status, None
 
-    def kubectl(self, *args, input=None, check=True, timeout=60):
-        """Runs kubectl with the admin kubeconfig; returns the CompletedProcess (stdout/stderr as text).
-        Raises RuntimeError with both streams on a non-zero exit when check is true."""
+    def kubectl(self, *args, input=None, check=True, timeout=60, raw=False):
+        """Runs kubectl with the admin kubeconfig; returns the CompletedProcess (stdout/stderr as text; stdout as
+        bytes with raw=True). Raises RuntimeError with both streams on a non-zero exit when check is true."""
         r = subprocess.run([KUBECTL, "--kubeconfig", self.kubeconfig] + list(args),
                            input=input if input is None or isinstance(input, bytes) else input.encode(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=T(timeout),
                            env=kt.clean_env())
-        r.stdout = r.stdout.decode(errors="replace")
+        if not raw:
+            r.stdout = r.stdout.decode(errors="replace")
         r.stderr = r.stderr.decode(errors="replace")
         if check and r.returncode != 0:
-            raise RuntimeError("kubectl %s exited %d:\n%s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
+            raise RuntimeError("kubectl %s exited %d:\n%s%s" % (" ".join(args), r.returncode,
+                                                                 "" if raw else r.stdout, r.stderr))
         return r
 
     def apply(self, manifest_text):
