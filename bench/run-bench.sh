@@ -14,7 +14,7 @@
 #   3. generates a test PKI with tests/gen-certs.sh into a temp dir;
 #   4. starts the konn-to-konn pair (konn-server in http-connect mode on a Unix socket, agent port picked
 #      at random in 20000..32767 and retried if taken; health/admin listeners off; konn-agent a1) and,
-#      when the hol scenario runs, a second "classic" pair with --tunnel-streams=false on both daemons;
+#      when the hol or echo-1000 scenario runs, a second "classic" pair with --tunnel-streams=false on both daemons;
 #      waits (at most 10 s each) for "Agent '...' connected" in the server's log and checks there that
 #      the first pair negotiated one stream per tunnel and the classic pair did not. --mode=classic runs
 #      every scenario on a classic pair instead (and no second pair);
@@ -303,7 +303,7 @@ elif [ "$mode" != classic ] && ! negotiated konn a1; then
 fi
 
 classic_uds=
-if [ "$mode" != classic ] && wants hol; then
+if [ "$mode" != classic ] && { wants hol || wants echo-1000; }; then
         start_pair classic a2 false || {
                 show_logs
                 exit 1
