@@ -204,7 +204,7 @@ elif [ -x "$builddir/bench/konn-bench" ]; then
 fi
 if [ -z "$bench" ]; then
         ${CC:-cc} -std=gnu17 -O2 -Wall -Wextra -I"$builddir" -I"$srcdir/src/shared" \
-                "$srcdir/bench/konn-bench.c" -lpthread -o "$tmp/konn-bench"
+                "$srcdir"/bench/*.c -lpthread -o "$tmp/konn-bench"
         bench=$tmp/konn-bench
 fi
 for p in "$builddir/konn-server" "$builddir/konn-agent" "$bench"; do
