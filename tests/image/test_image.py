@@ -25,8 +25,11 @@ import time
 import unittest
 import urllib.request
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kube"))
 import konntest  # noqa: E402
+import kubeapi  # noqa: E402
 from konntest import T, cert  # noqa: E402
 
 PODMAN = shutil.which("podman")
@@ -188,10 +191,9 @@ class ImageContents(unittest.TestCase):
         self.assertEqual(out[0], out[1])
 
 
-@unittest.skipIf(REASON, REASON)
-class ImageRuns(konntest.KonnTestCase):
-    """konn-server and konn-agent each in its own container (host network, loopback ports), tunnelling CONNECTs
-    from the host through the server's Unix socket to a target on the host."""
+class ContainerCase(konntest.KonnTestCase):
+    """konn-server and konn-agent each in its own container (host network, loopback ports); the server's Unix
+    socket in a host directory mounted into its container, as the static Pod's hostPath."""
 
     @classmethod
     def setUpClass(cls):
@@ -247,11 +249,11 @@ class ImageRuns(konntest.KonnTestCase):
         except OSError:
             return None, b""
 
-    def start_containers(self):
+    def start_containers(self, mode="http-connect"):
         self.agent_port, self.server_health, self.agent_health = (konntest.free_port() for _ in range(3))
         sock = "/run/konn/konn-server.sock"
         server = self.run_container("server", [
-            "konn-server", "--mode=http-connect", "--uds-name=" + sock, "--server-port=0",
+            "konn-server", "--mode=" + mode, "--uds-name=" + sock, "--server-port=0",
             "--agent-port=%d" % self.agent_port, "--agent-bind-address=127.0.0.1",
             "--health-port=%d" % self.server_health, "--health-bind-address=127.0.0.1", "--admin-port=0",
             "--cluster-cert=/certs/server.crt", "--cluster-key=/certs/server.key", "--cluster-ca-cert=/certs/ca.crt",
@@ -272,6 +274,11 @@ class ImageRuns(konntest.KonnTestCase):
                                    [(self.certs, "/certs"), (dropins, "/etc/konn/konn-agent.conf.d")])
         self.wait_log(agent, r"node-c1.*[Cc]onnected|[Cc]onnected.*srv-c1", 30)
         return server, agent
+
+
+@unittest.skipIf(REASON, REASON)
+class ImageRuns(ContainerCase):
+    """CONNECTs from the host through the server container's socket to a target on the host."""
 
     def test_tunnel_read_only_non_root(self):
         server, agent = self.start_containers()
@@ -334,6 +341,32 @@ class ImageRuns(konntest.KonnTestCase):
         podman("stop", "-t", "20", server, timeout=60)
         self.assertEqual(podman("inspect", "--format", "{{.State.ExitCode}}", server).stdout.strip(), "0",
                          self.logs(server)[-2000:])
+
+
+KUBE_REASON = REASON or kubeapi.skip_reason()
+
+
+@unittest.skipIf(KUBE_REASON, KUBE_REASON or "")
+class ImageBehindKubeAPIServer(ContainerCase):
+    """The static Pod's shape with the real image: kube-apiserver (on the host) dials the Unix socket that the
+    non-root konn-server container made in the shared host directory; `kubectl logs` reaches a stand-in kubelet
+    through the agent container."""
+
+    def test_kubectl_logs_through_containers(self):
+        api = kubeapi.KubeAPI(egress=("GRPC", os.path.join(self.run_dir, "konn-server.sock")))
+        self.addCleanup(api.stop)
+        api.start()
+        self.start_containers(mode="grpc")
+        kubelet = api.start_kubelet("image-node", "127.0.0.1")
+        self.addCleanup(kubelet.close)
+        api.create_pod("image-pod", "konn-image", "image-node")
+        body = konntest.Pattern(konntest.big(4 * konntest.MIB), seed=41).bytes()
+        kubelet.logs[("konn-image", "image-pod", "main")] = body
+        r = api.kubectl("logs", "-n", "konn-image", "image-pod", raw=True, timeout=120)
+        self.assertEqual(len(r.stdout), len(body))
+        self.assertEqual(hashlib.sha256(r.stdout).hexdigest(), hashlib.sha256(body).hexdigest())
+        self.assertIn(("/containerLogs/konn-image/image-pod/main", "kube-apiserver-kubelet-client"),
+                      kubelet.requests)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Owns: the binaries' discovery (and the reason to skip when one is missing), a th
 openssl CLI (cluster CA, API server serving certificate, admin and kubelet-client certificates, the
 ServiceAccount signing key), one etcd and one kube-apiserver process per KubeAPI (stderr to files in its
 directory, always stopped by stop(), at exit too), an admin kubeconfig, a kubectl wrapper, raw API requests
-with the admin certificate, and ServiceAccount tokens from TokenRequest (`kubectl create token`).
+with the admin certificate, ServiceAccount tokens from TokenRequest (`kubectl create token`), a stand-in kubelet
+(HTTPS /containerLogs and /healthz) behind a Node object, and a private network namespace for node proxy.
 
 It imports tests/integration/konntest.py (free ports, temp directories, T()) and grows no harness of its own.
 Standard library only, /usr/bin/python3.
@@ -28,13 +29,17 @@ Usage:
 
 import atexit
 import http.client
+import http.server
 import json
 import os
+import re
 import signal
+import socketserver
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -133,6 +138,62 @@ def enter_private_netns(addresses=("192.0.2.10",)):
     subprocess.run([ip, "link", "set", "lo", "up"], check=True, timeout=30)
     for a in addresses:
         subprocess.run([ip, "addr", "add", a + "/32", "dev", "lo"], check=True, timeout=30)
+
+
+class StandInKubelet(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """A stand-in kubelet for `kubectl logs` and node proxy: HTTPS on (host, any port) with the serving certificate
+    crt/key, requiring a client certificate signed by ca (kube-apiserver's kubelet client certificate). Answers
+    GET /containerLogs/NS/POD/CONTAINER with logs[(ns, pod, container)] (bytes), /healthz with "ok", anything
+    else 404; records (path, client certificate CN) of every request in `requests`. close() stops it."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host, crt, key, ca):
+        self.logs = {}
+        self.requests = []
+        self.lock = threading.Lock()
+        super().__init__((host, 0), _KubeletHandler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(crt, key)
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        self.socket = ctx.wrap_socket(self.socket, server_side=True)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+class _KubeletHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        view = memoryview(body)
+        for off in range(0, len(body), 256 * 1024):
+            self.wfile.write(view[off:off + 256 * 1024])
+
+    def do_GET(self):
+        peer = self.connection.getpeercert() or {}
+        cn = dict(x[0] for x in peer.get("subject", ())).get("commonName", "")
+        with self.server.lock:
+            self.server.requests.append((self.path, cn))
+        m = re.match(r"^/containerLogs/([^/]+)/([^/]+)/([^/?]+)(\?.*)?$", self.path)
+        if m and m.group(1, 2, 3) in self.server.logs:
+            self._reply(200, self.server.logs[m.group(1, 2, 3)])
+        elif self.path == "/healthz":
+            self._reply(200, b"ok")
+        else:
+            self._reply(404, b"404 page not found\n")
 
 
 def egress_selector_config(protocol, uds):
@@ -365,6 +426,18 @@ class KubeAPI:
         patch = {"status": {"addresses": [{"type": "InternalIP", "address": address}],
                             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}}}
         self.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
+
+    def start_kubelet(self, node, address):
+        """A StandInKubelet on `address` with a serving certificate from this cluster's CA (kube-apiserver
+        verifies it) and the Node object `node` pointing at it. The caller closes it."""
+        crt, key = issue_cert(self.pki, "kubelet-" + node, "/CN=system:node:" + node, "serverAuth", "IP:" + address)
+        kubelet = StandInKubelet(address, crt, key, os.path.join(self.pki, "ca.crt"))
+        try:
+            self.create_node(node, address, kubelet.port)
+        except Exception:
+            kubelet.close()
+            raise
+        return kubelet
 
     def create_pod(self, name, ns, node, container="main"):
         """A Pod bound to `node` (spec.nodeName), one container named `container`; nothing runs it."""

@@ -15,15 +15,11 @@ there. One kube-apiserver per proxy protocol, shared by that class's tests. Skip
 kube-apiserver, etcd or kubectl is absent or a network namespace cannot be made (not root)."""
 
 import hashlib
-import http.server
 import os
 import re
-import socketserver
-import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
@@ -45,66 +41,6 @@ if not REASON:
         kubeapi.enter_private_netns((NODE_IP,))
     except (OSError, subprocess.SubprocessError) as e:
         REASON = "cannot make a private network namespace: %s" % e
-
-
-class Kubelet(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """A stand-in kubelet: HTTPS on NODE_IP, client certificate required (kube-apiserver's kubelet client
-    certificate, signed by the cluster CA); logs[(ns, pod, container)] = bytes."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, crt, key, ca):
-        self.logs = {}
-        self.requests = []
-        self.peers = []
-        self.lock = threading.Lock()
-        super().__init__((NODE_IP, 0), KubeletHandler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(crt, key)
-        ctx.load_verify_locations(ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        self.socket = ctx.wrap_socket(self.socket, server_side=True)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
-
-
-class KubeletHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        peer = self.connection.getpeercert() or {}
-        cn = dict(x[0] for x in peer.get("subject", ())).get("commonName", "")
-        with self.server.lock:
-            self.server.requests.append((self.path, cn))
-        m = re.match(r"^/containerLogs/([^/]+)/([^/]+)/([^/?]+)(\?.*)?$", self.path)
-        if m and (m.group(1), m.group(2), m.group(3)) in self.server.logs:
-            body = self.server.logs[(m.group(1), m.group(2), m.group(3))]
-            ctype = "text/plain"
-        elif self.path == "/healthz":
-            body, ctype = b"ok", "text/plain; charset=utf-8"
-        else:
-            body, ctype = b"404 page not found\n", "text/plain"
-            self.send_response(404)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        view = memoryview(body)
-        for off in range(0, len(body), 256 * 1024):
-            self.wfile.write(view[off:off + 256 * 1024])
 
 
 class EgressCases:
@@ -129,10 +65,7 @@ class EgressCases:
         cls.kubelet = None
         try:
             cls.api.start()
-            crt, key = kubeapi.issue_cert(cls.api.pki, "kubelet", "/CN=system:node:" + NODE, "serverAuth",
-                                          "IP:" + NODE_IP)
-            cls.kubelet = Kubelet(crt, key, os.path.join(cls.api.pki, "ca.crt"))
-            cls.api.create_node(NODE, NODE_IP, cls.kubelet.port)
+            cls.kubelet = cls.api.start_kubelet(NODE, NODE_IP)
         except Exception:
             cls.tearDownClass()
             raise
