@@ -7,6 +7,7 @@
 #include <string.h>
 #include <syslog.h>
 
+#include "addrlist.h"
 #include "agent-config.h"
 #include "log.h"
 #include "macro.h"
@@ -79,6 +80,9 @@ const ConfKey agent_config_table[] = {
         BOOL("tunnel-streams", tunnel_streams, "true",
              "Ask konn servers for one HTTP/2 stream per tunnel (per-tunnel flow control); upstream servers "
              "ignore the request"),
+        STRING("reverse-listen", reverse_listen, NULL,
+               "Node to control plane: NAME=ADDRESS[,...] local listeners (ADDRESS is HOST:PORT or a socket path) "
+               "whose connections are carried to the server's destination NAME (needs a konn server)"),
         DURATION("drain-timeout", drain_timeout_usec, 0, HOUR, "30s",
                  "On SIGTERM, how long open connections may take to finish after DRAIN "
                  "(0: exit at once)"),
@@ -202,6 +206,17 @@ int agent_config_validate(const AgentConfig *c, char **ret_error) {
         r = validate_identifiers(c->agent_identifiers, ret_error);
         if (r < 0)
                 return r;
+        {
+                _cleanup_free_ char *why = NULL;
+                NamedAddr *l = NULL;
+
+                r = named_addr_list_parse(c->reverse_listen, true, &l, &why);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return conf_set_error(ret_error, -EINVAL, "--reverse-listen: %s", why);
+                named_addr_list_free(l, (size_t) r);
+        }
         return conf_validate_log(c->log_level, c->log_target, ret_error);
 }
 

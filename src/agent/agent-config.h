@@ -34,6 +34,7 @@ typedef struct AgentConfig {
         uint64_t dial_timeout_usec;
         uint64_t drain_timeout_usec;
         bool tunnel_streams;
+        char *reverse_listen;   /* NAME=ADDRESS[,...] (checked by agent_config_validate()); NULL = none */
         uint64_t handshake_timeout_usec;
         int64_t stream_window_size, connection_window_size, relay_chunk_size;
         int64_t verbosity; /* klog --v */

@@ -5,3 +5,5 @@
 typedef struct Manager Manager;
 typedef struct ServerConn ServerConn;
 typedef struct Endpoint Endpoint;
+typedef struct ReverseConn ReverseConn;
+typedef struct ReverseListener ReverseListener;

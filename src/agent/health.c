@@ -9,11 +9,20 @@
 #include "health.h"
 #include "log.h"
 #include "manager.h"
+#include "serverconn.h"
 
 static void update_gauges(Manager *m) {
         metric_set(m->metrics.open_server_connections, NULL, m->n_ready);
         metric_set(m->metrics.known_server_count, NULL, (double) m->server_count);
         metric_set(m->metrics.open_endpoint_connections, NULL, (double) manager_n_endpoints(m));
+        for (unsigned i = 0; i < m->n_listeners; i++) {
+                size_t n = 0;
+                for (ServerConn *sc = m->conns; sc; sc = sc->conns_next)
+                        for (ReverseConn *rc = sc->rconns; rc && !sc->dead; rc = rc->rconns_next)
+                                if (rc->listener == &m->listeners[i])
+                                        n++;
+                metric_set(m->reverse_open, (const char *const[]){ m->listeners[i].name }, (double) n);
+        }
 }
 
 static bool query_has(const char *query, const char *key) {
@@ -90,6 +99,14 @@ int agent_health_init(Manager *m) {
         r = agent_metrics_init(m->health.registry, &m->metrics);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up metrics: %m");
+        /* konn's own families (node → control plane); upstream's are unchanged. */
+        m->reverse_total = metric_new(m->health.registry, METRIC_COUNTER, "konn_agent_reverse_connections_total",
+                                      "Node to control plane connections accepted on the reverse listeners, by "
+                                      "listener name and result (established, refused, unsupported, no_server).",
+                                      (const char *const[]){ "name", "result", NULL }, NULL, 0);
+        m->reverse_open = metric_new(m->health.registry, METRIC_GAUGE, "konn_agent_reverse_open_connections",
+                                     "Node to control plane connections open now, by listener name.",
+                                     (const char *const[]){ "name", NULL }, NULL, 0);
         metrics_add_process_collector(m->health.registry);
         return 0;
 }

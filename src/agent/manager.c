@@ -312,7 +312,7 @@ void manager_status_changed(Manager *m) {
 }
 
 void manager_update_status(Manager *m) {
-        size_t tunnels = manager_n_endpoints(m);
+        size_t tunnels = manager_n_endpoints(m) + reverse_n_conns(m);
 
         if (m->draining)
                 (void) sd_notifyf(false, "STATUS=Draining, %zu tunnels open", tunnels);
@@ -341,6 +341,9 @@ int manager_start(Manager *m) {
         r = agent_health_start(m);
         if (r < 0)
                 return r;
+        r = reverse_start(m);
+        if (r < 0)
+                return r;
         m->backoff_usec = c->sync_interval_usec;
         r = sd_event_add_time_relative(m->event, &m->sync_timer, CLOCK_MONOTONIC, 0, 0, on_sync, m);
         if (r < 0)
@@ -354,7 +357,7 @@ int manager_start(Manager *m) {
 
 static size_t stop_count(void *userdata) {
         Manager *m = userdata;
-        return manager_n_endpoints(m);
+        return manager_n_endpoints(m) + reverse_n_conns(m);
 }
 
 void manager_stop(Manager *m) {
@@ -366,10 +369,11 @@ void manager_stop(Manager *m) {
         m->draining = true;
         (void) sd_notify(false, "STOPPING=1");
         (void) sd_event_source_set_enabled(m->sync_timer, SD_EVENT_OFF);
+        reverse_stop_accepting(m);
         for (ServerConn *sc = m->conns; sc; sc = sc->conns_next)
                 if (!sc->dead && sc->state == SERVER_CONN_READY)
                         (void) server_conn_send(sc, &drain);
-        n = manager_n_endpoints(m);
+        n = stop_count(m);
         manager_update_status(m);
         if (m->config->drain_timeout_usec == 0) {
                 (void) sd_event_exit(m->event, 0);
@@ -399,6 +403,8 @@ void manager_reload(Manager *m) {
                 free(n);
                 goto done;
         }
+        if (!streq_ptr(n->reverse_listen, old->reverse_listen))
+                log_warning("reverse-listen changed; the listeners change only after a restart.");
         if (!streq_ptr(n->agent_id, old->agent_id)) {
                 log_warning("The agent ID cannot change on reload; keeping '%s'.", old->agent_id);
                 free(n->agent_id);
@@ -456,6 +462,7 @@ Manager *manager_free(Manager *m) {
                 m->targets[i].query = resolve_query_cancel(m->targets[i].query);
                 free(m->targets[i].host);
         }
+        reverse_done(m);
         agent_health_done(m);
         m->status_timer = sd_event_source_disable_unref(m->status_timer);
         m->resolver = resolver_free(m->resolver);

@@ -9,12 +9,14 @@
 #include <openssl/ssl.h>
 #include <systemd/sd-event.h>
 
+#include "addrlist.h"
 #include "agent-config.h"
 #include "agent-forward.h"
 #include "health.h"
 #include "daemon.h"
 #include "macro.h"
 #include "resolver.h"
+#include "reverse.h"
 #include "sock.h"
 
 #define MANAGER_TARGETS_MAX 16
@@ -60,6 +62,11 @@ struct Manager {
         sd_event_source *status_timer;  /* coalesces STATUS= updates (at most one a second) */
         uint64_t trimmed_usec;          /* when memory was last returned to the system */
         DaemonStopWait stop_wait;
+        ReverseListener listeners[NAMED_ADDR_MAX];  /* --reverse-listen (reverse.c) */
+        unsigned n_listeners;
+        bool reverse_refusal_logged;    /* "no server takes reverse connections" said once */
+        Metric *reverse_total;          /* konn_agent_reverse_connections_total{name,result} */
+        Metric *reverse_open;           /* konn_agent_reverse_open_connections{name} */
 };
 
 /* Takes ownership of config (also on failure). */

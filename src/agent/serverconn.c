@@ -9,6 +9,7 @@
 #include "endpoint.h"
 #include "log.h"
 #include "manager.h"
+#include "reverse.h"
 #include "serverconn.h"
 #include "sock.h"
 #include "tls.h"
@@ -34,6 +35,7 @@ ServerConn *server_conn_free(ServerConn *sc) {
                 return NULL;
         if (sc->endpoints)
                 free_endpoints(sc);
+        reverse_server_gone(sc);
         if (sc->call) {
                 grpc_call_finish(sc->call, GRPC_STATUS_OK, NULL);
                 sc->call = NULL;
@@ -130,6 +132,8 @@ static int on_headers(GrpcCall *call, void *userdata) {
         sc->tunnel_streams = sc->manager->config->tunnel_streams &&
                              konn_features_has(grpc_call_header(call, KONN_FEATURES_HEADER, 0),
                                                KONN_FEATURE_TUNNEL_STREAMS);
+        sc->reverse = sc->manager->n_listeners > 0 &&
+                      konn_features_has(grpc_call_header(call, KONN_FEATURES_HEADER, 0), KONN_FEATURE_REVERSE);
         sc->server_count = n;
         if (manager_has_server_id(sc->manager, sc, id)) {
                 log_debug("Already connected to server '%s', closing the duplicate connection.", id);
@@ -137,6 +141,7 @@ static int on_headers(GrpcCall *call, void *userdata) {
         }
         sc->state = SERVER_CONN_READY;
         sc->timer = sd_event_source_disable_unref(sc->timer);
+        reverse_server_ready(sc);
         manager_conn_ready(sc->manager, sc);
         return 0;
 }
@@ -167,9 +172,20 @@ static const GrpcCallHandler call_handler = {
 static void on_ready(H2Conn *c, void *userdata) {
         ServerConn *sc = userdata;
         const AgentConfig *cfg = sc->manager->config;
-        const char *md[] = { "agentid", cfg->agent_id, "agentidentifiers", cfg->agent_identifiers ?: "",
-                             cfg->tunnel_streams ? KONN_FEATURES_HEADER : NULL, KONN_FEATURE_TUNNEL_STREAMS, NULL };
+        const char *md[] = { "agentid", cfg->agent_id, "agentidentifiers", cfg->agent_identifiers ?: "", NULL, NULL,
+                             NULL };
+        char features[64] = "";
         int r;
+
+        /* konn features this agent wants (an upstream server ignores the header). */
+        if (cfg->tunnel_streams)
+                (void) strcat(features, KONN_FEATURE_TUNNEL_STREAMS);
+        if (sc->manager->n_listeners > 0)
+                (void) strcat(strcat(features, *features ? "," : ""), KONN_FEATURE_REVERSE);
+        if (*features) {
+                md[4] = KONN_FEATURES_HEADER;
+                md[5] = features;
+        }
 
         if (strchr(sc->host, ':'))
                 (void) snprintf(sc->authority, sizeof(sc->authority), "[%s]:%u", sc->host, sc->port);
@@ -212,6 +228,7 @@ static void server_conn_teardown(ServerConn *sc, const char *reason) {
 
         if (sc->endpoints)
                 free_endpoints(sc);
+        reverse_server_gone(sc);
         if (sc->call) {
                 grpc_call_abort(sc->call, GRPC_STATUS_CANCELLED, NULL);
                 sc->call = NULL;

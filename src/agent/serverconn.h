@@ -45,6 +45,9 @@ struct ServerConn {
         uint64_t since_usec;
         char authority[300];
         bool tunnel_streams;    /* konn-to-konn mode: each tunnel on its own stream */
+        bool reverse;           /* the server takes node → control-plane streams (konn-features: reverse) */
+        ReverseConn *rconns;    /* node → control-plane connections carried here (owned) */
+        unsigned n_rconns;
         bool dead;          /* torn down, waiting for the Manager to free it */
 };
 

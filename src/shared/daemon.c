@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/ssl.h>
@@ -137,6 +138,54 @@ int daemon_take_listen_fd(const char *name) {
         return -ENOENT;
 }
 
+/* Does the listening socket fd have the local address the configuration asks for? A wildcard host (NULL or "")
+ * matches a socket bound to 0.0.0.0 or [::] with that port. */
+static bool fd_listens_on(int fd, const char *path, const char *host, uint16_t port) {
+        SockAddr local = {}, want;
+        socklen_t len = sizeof(local), wlen;
+
+        if (getsockname(fd, &local.sa, &len) < 0)
+                return false;
+        if (path) {
+                size_t off = offsetof(struct sockaddr_un, sun_path), plen = strlen(path);
+
+                if (local.sa.sa_family != AF_UNIX || len <= off)
+                        return false;
+                if (path[0] == '@') /* abstract: a leading NUL, no terminator */
+                        return len - off == plen && local.un.sun_path[0] == '\0' &&
+                               memcmp(local.un.sun_path + 1, path + 1, plen - 1) == 0;
+                return strncmp(local.un.sun_path, path, sizeof(local.un.sun_path)) == 0;
+        }
+        if (local.sa.sa_family == AF_INET) {
+                if (ntohs(local.in.sin_port) != port)
+                        return false;
+                if (!host || !*host)
+                        return local.in.sin_addr.s_addr == htonl(INADDR_ANY);
+        } else if (local.sa.sa_family == AF_INET6) {
+                if (ntohs(local.in6.sin6_port) != port)
+                        return false;
+                if (!host || !*host)
+                        return IN6_IS_ADDR_UNSPECIFIED(&local.in6.sin6_addr);
+        } else
+                return false;
+        if (sock_parse_numeric(host, port, &want, &wlen) < 0 || want.sa.sa_family != local.sa.sa_family)
+                return false;
+        if (want.sa.sa_family == AF_INET)
+                return want.in.sin_addr.s_addr == local.in.sin_addr.s_addr;
+        return memcmp(&want.in6.sin6_addr, &local.in6.sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
+int daemon_take_listen_fd_by_address(const char *path, const char *host, uint16_t port) {
+        for (unsigned i = 0; i < n_listen; i++)
+                if (listen_fds[i] >= 0 && fd_listens_on(listen_fds[i], path, host, port)) {
+                        int fd = listen_fds[i];
+                        listen_fds[i] = -EBADF;
+                        (void) fd_nonblock(fd);
+                        return fd;
+                }
+        return -ENOENT;
+}
+
 void daemon_listen_fds_done(void) {
         for (unsigned i = 0; i < n_listen; i++) {
                 if (listen_fds[i] >= 0)
@@ -153,6 +202,8 @@ int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t 
         int fd, r;
 
         fd = daemon_take_listen_fd(name);
+        if (fd < 0 && port > 0)
+                fd = daemon_take_listen_fd_by_address(NULL, bind, (uint16_t) port);
         if (fd < 0) {
                 if (port == 0)
                         return 0;

@@ -2,7 +2,8 @@
 /*
  * daemon — what both daemons do the same way around their Manager: the event loop with its signal sources
  * (SIGTERM/SIGINT → stop, a second one → exit now; SIGHUP → reload), the watchdog, and sockets passed by systemd
- * (sd_listen_fds_with_names(), taken by name: "agent", "frontend", "health", "admin"). Owns the table of passed
+ * (sd_listen_fds_with_names(), taken by name: "agent", "frontend", "health", "admin", "reverse-NAME"; or, for the
+ * sockets of one unit, which share a name, by the address they listen on). Owns the table of passed
  * fds until each is taken; fds never taken are closed by daemon_listen_fds_done(). Loop thread only.
  */
 #pragma once
@@ -30,8 +31,12 @@ int daemon_event_new(const DaemonHooks *hooks, sd_event **ret);
 int daemon_listen_fds_init(void);
 /* The passed fd named `name` (ownership moves to the caller), or -ENOENT. */
 int daemon_take_listen_fd(const char *name);
+/* A passed fd not taken yet that listens on the Unix socket `path` (if not NULL), else on host:port (host NULL or
+ * "" = a wildcard address of either family). How sockets of one socket unit are told apart: systemd gives every
+ * socket of a unit the same FileDescriptorName=. Ownership moves to the caller; -ENOENT if there is none. */
+int daemon_take_listen_fd_by_address(const char *path, const char *host, uint16_t port);
 void daemon_listen_fds_done(void);
-/* An HTTP listener on the socket systemd passed as `name`, else on bind:port (port 0: none, *ret stays NULL).
+/* An HTTP listener on the socket systemd passed as `name` (or one listening on bind:port), else on bind:port (port 0: none, *ret stays NULL).
  * Logs its errors. */
 int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t port, http_handler_t h,
                        void *userdata, HttpServer **ret);

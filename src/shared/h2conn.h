@@ -140,5 +140,9 @@ static inline bool out_msg_queued(const OutMsg *m) {
 #define KONN_FEATURES_HEADER "konn-features"
 #define KONN_FEATURE_TUNNEL_STREAMS "tunnel-streams"
 #define KONN_TUNNEL_STREAM_PATH "/konn.Tunnel/Stream"
+/* Node → control plane (docs/konn-protocol.md §3): agent-opened streams to a server-side destination by name. */
+#define KONN_FEATURE_REVERSE "reverse"
+#define KONN_REVERSE_STREAM_PATH "/konn.Reverse/Stream"
+#define KONN_REVERSE_NAME_HEADER "konn-reverse-name"
 /* Whether the comma-separated list (may be NULL) contains feature. */
 bool konn_features_has(const char *list, const char *feature);

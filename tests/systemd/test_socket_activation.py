@@ -16,6 +16,8 @@ import os
 import socket
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import konnsd
 import konntest
@@ -203,6 +205,142 @@ class RestartWithHeldSockets(konnsd.SdTestCase):
         self.start_instance()
         self.assertEqual(c.read_to_eof(timeout=10), konntest.RESP_500_NO_AGENT)
 
+
+
+def http_get(port, path, timeout=10):
+    """(status, body, location) of GET http://127.0.0.1:port/path, without following redirects."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kw):
+            return None
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open("http://127.0.0.1:%d%s" % (port, path), timeout=T(timeout)) as r:
+            return r.status, r.read(), r.headers.get("Location")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get("Location")
+
+
+def assert_closed_without_data(test, port=None, path=None, timeout=10):
+    """Connect to the reverse listener and expect it to be accepted and closed with nothing sent."""
+    if path:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(T(timeout))
+        s.connect(path)
+    else:
+        s = socket.create_connection(("127.0.0.1", port), timeout=T(timeout))
+    try:
+        try:
+            s.sendall(b"hello?")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed already
+        got = b""
+        try:
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                got += b
+        except ConnectionResetError:
+            pass
+        test.assertEqual(got, b"")
+    finally:
+        s.close()
+
+
+class AgentSocketActivation(konnsd.SdTestCase):
+    """konn-agent takes its health, admin and node -> control-plane listeners from systemd: by the names
+    "health", "admin", "reverse-NAME", or (konn-agent.socket: one unit, one name for all) by address."""
+
+    AGENT_REFUSAL = r"^No connected server offers node to control plane connections"
+
+    def configured(self):
+        """Ports in the agent's configuration that must stay unbound when sockets are passed by name."""
+        return konntest.free_port(), konntest.free_port(), konntest.free_port()
+
+    def test_all_three_names_via_systemd_socket_activate(self):
+        server = self.start_server()
+        ch, ca, cr = self.configured()
+        health, admin, rev = konntest.free_port(), konntest.free_port(), os.path.join(self.dir, "rev.sock")
+        argv = self.agent_argv(extra=["--health-server-host=127.0.0.1", "--health-server-port=%d" % ch,
+                                      "--admin-server-port=%d" % ca, "--reverse-listen=api=127.0.0.1:%d" % cr,
+                                      "--sync-interval=100ms", "--sync-interval-cap=200ms"])
+        argv = konnsd.socket_activate_argv(["127.0.0.1:%d" % health, "127.0.0.1:%d" % admin, rev],
+                                           ["health", "admin", "reverse-api"], argv)
+        agent = konnsd.EnvDaemon("agent", argv, self.dir).start()
+        self.daemons.append(agent)
+        self.wait_until(lambda: agent.text().count("Listening on ") >= 3 or not agent.alive(), 10,
+                        "systemd-socket-activate to listen")
+        # The first connection (to the health socket) execs the agent, which must serve that very connection.
+        self.assertEqual(http_get(health, "/healthz")[:2], (200, b"ok"))
+        agent.wait_for(r"^Connected to server 'srv1'", timeout=10, MESSAGE_ID=konntest.MSG_SERVER_CONNECTED)
+        status, _, location = http_get(admin, "/metrics")
+        self.assertEqual((status, location), (301, "http://127.0.0.1:%d/metrics" % ch))
+        agent.wait_for(r"^Reverse listener 'api' on 127\.0\.0\.1:%d: " % cr, timeout=10)
+        # The server has no reverse destinations: the agent refuses (closes) each connection, logging once.
+        for _ in range(3):
+            assert_closed_without_data(self, path=rev)
+        line = agent.wait_for(self.AGENT_REFUSAL, timeout=10, KONN_DIRECTION="reverse", KONN_REVERSE_NAME="api")
+        self.assertEqual(line.prio, 4)
+        self.assertEqual(len(agent.find(self.AGENT_REFUSAL)), 1)
+        # Nothing of the configured addresses was bound: the passed sockets replaced them.
+        for port in (ch, ca, cr):
+            self.assert_refused_tcp(port)
+        self.assertEqual(agent.find("Ignoring passed socket"), [])
+        self.assertEqual(self.stop_daemon(agent), 0)
+        self.assertTrue(os.path.exists(rev))  # systemd's socket: never unlinked by the agent
+
+    def assert_refused_tcp(self, port):
+        s = socket.socket()
+        s.settimeout(T(5))
+        try:
+            with self.assertRaises(ConnectionRefusedError):
+                s.connect(("127.0.0.1", port))
+        finally:
+            s.close()
+
+    def test_one_unit_one_name_matched_by_address(self):
+        # konn-agent.socket: FileDescriptorName=konn-agent for every socket; the agent matches addresses.
+        server = self.start_server()
+        holder = konnsd.SocketHolder()
+        self.closers.append(holder.close)
+        health = holder.add_tcp("konn-agent")
+        admin = holder.add_tcp("konn-agent")
+        rev = holder.add_tcp("konn-agent")
+        revpath = os.path.join(self.dir, "rev2.sock")
+        holder.add_unix("konn-agent", revpath)
+        stray = holder.add_tcp("konn-agent")
+        argv = self.agent_argv(extra=["--health-server-host=127.0.0.1", "--health-server-port=%d" % health,
+                                      "--admin-bind-address=127.0.0.1", "--admin-server-port=%d" % admin,
+                                      "--reverse-listen=api=127.0.0.1:%d,sock=%s" % (rev, revpath)])
+        agent = holder.daemon("agent", argv, self.dir).start()
+        self.daemons.append(agent)
+        agent.wait_for(r"^Connected to server 'srv1'", timeout=10)
+        self.assertEqual(http_get(health, "/readyz")[:2], (200, b"ok"))
+        self.assertEqual(http_get(admin, "/metrics")[0], 301)
+        assert_closed_without_data(self, port=rev)
+        assert_closed_without_data(self, path=revpath)
+        agent.wait_for(self.AGENT_REFUSAL, timeout=10)
+        # The one socket no listener asked for is logged and closed.
+        agent.wait_for(r"^Ignoring passed socket 'konn-agent' \(fd 7\): no listener of that name\.$", timeout=10)
+        self.assertEqual(len(agent.find("Ignoring passed socket")), 1)
+        del stray
+        self.assertEqual(self.stop_daemon(agent), 0)
+        self.assertTrue(os.path.exists(revpath))
+
+    def test_without_systemd_the_agent_binds_its_listeners(self):
+        self.start_server()
+        health, rev = konntest.free_port(), konntest.free_port()
+        revpath = os.path.join(self.dir, "own.sock")
+        agent = self.start_agent(extra=["--health-server-host=127.0.0.1", "--health-server-port=%d" % health,
+                                        "--reverse-listen=api=127.0.0.1:%d,sock=%s" % (rev, revpath)])
+        self.assertEqual(http_get(health, "/healthz")[:2], (200, b"ok"))
+        assert_closed_without_data(self, port=rev)
+        assert_closed_without_data(self, path=revpath)
+        self.assertEqual(os.stat(revpath).st_mode & 0o777, 0o660)
+        self.assertEqual(self.stop_daemon(agent), 0)
+        # A socket file the agent created itself is removed at exit.
+        self.assertFalse(os.path.exists(revpath))
+        self.assert_refused_tcp(rev)
 
 
 class BlockingPassedSockets(konnsd.SdTestCase):

@@ -177,6 +177,33 @@ class UnitFiles(unittest.TestCase):
         for fdname in ("frontend", "agent"):
             self.assertIn('daemon_take_listen_fd("%s")' % fdname, src)
 
+    def test_agent_socket_matches_the_daemon(self):
+        sock = self.units["konn-agent.socket"]
+        agent = self.units["konn-agent.service"]
+        # Health (all addresses) and admin (loopback) at the agent's default ports; node -> control-plane
+        # listeners are added by drop-ins. One FileDescriptorName for all: the agent matches addresses.
+        self.assertEqual(values(sock, "Socket", "ListenStream"), ["8093", "127.0.0.1:8094"])
+        self.assertEqual(values(sock, "Socket", "FileDescriptorName"), ["konn-agent"])
+        self.assertEqual(values(sock, "Socket", "Service"), ["konn-agent.service"])
+        self.assertEqual(values(sock, "Socket", "BindIPv6Only"), ["both"])
+        self.assertEqual(values(sock, "Install", "WantedBy"), ["sockets.target"])
+        self.assertEqual(values(agent, "Service", "Sockets"), ["konn-agent.socket"])
+        self.assertEqual(values(agent, "Service", "NonBlocking"), ["yes"])
+        self.assertEqual(values(agent, "Install", "Also"), ["konn-agent.socket"])
+        # The defaults the socket mirrors are the agent's own.
+        with open(os.path.join(konnsd.SRCDIR, "src", "agent", "agent-config.c")) as f:
+            src = f.read()
+        self.assertIn('PORT("health-server-port", health_server_port, 0, "8093"', src)
+        self.assertIn('PORT("admin-server-port", admin_server_port, 0, "8094"', src)
+        self.assertIn('STRING("admin-bind-address", admin_bind_address, "127.0.0.1"', src)
+        # The names the agent takes first.
+        with open(os.path.join(konnsd.SRCDIR, "src", "agent", "reverse.c")) as f:
+            self.assertIn('"reverse-%s"', f.read())
+        with open(os.path.join(konnsd.SRCDIR, "src", "agent", "health.c")) as f:
+            src = f.read()
+        for fdname in ("health", "admin"):
+            self.assertIn('daemon_listen_http(m->event, "%s"' % fdname, src)
+
     def test_service_settings(self):
         for name, daemon, user in (("konn-server.service", "konn-server", "konn-server"),
                                    ("konn-agent.service", "konn-agent", "konn-agent")):
