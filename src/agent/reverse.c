@@ -67,8 +67,7 @@ static void reverse_send_close(ReverseConn *rc) {
         if (!rc->call)
                 return;
         relay_detach_call(&rc->relay);
-        if (grpc_call_send_packet(rc->call, &p) >= 0)
-                manager_count_packet(rc->sc->manager, METRICS_SEGMENT_FROM_AGENT, p.type);
+        (void) grpc_call_send_packet(rc->call, &p);
         grpc_call_finish(rc->call, GRPC_STATUS_OK, NULL);
         rc->call = NULL;
 }
@@ -91,7 +90,7 @@ static int stream_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
         Manager *m = rc->sc->manager;
         int r;
 
-        manager_count_packet(m, METRICS_SEGMENT_TO_AGENT, p->type);
+        /* Not counted in upstream's stream_packets_total: that family describes the upstream protocol. */
         switch (p->type) {
         case PACKET_DIAL_RSP:
                 if (rc->state != REVERSE_OPENING)
@@ -247,9 +246,6 @@ static void carry(ReverseListener *l, ServerConn *sc, int fd, const char *peer) 
         r = relay_init(&rc->relay, m->event, &t, on_relay_event, rc);
         LIST_PREPEND(rconns, sc->rconns, rc);
         sc->n_rconns++;
-        rc->relay.sent_packets = m->metrics.stream_packets_total;
-        rc->relay.sent_labels[0] = METRICS_SEGMENT_FROM_AGENT;
-        rc->relay.sent_labels[1] = "DATA";
         if (r >= 0)
                 r = grpc_call_start(sc->conn, KONN_REVERSE_STREAM_PATH, sc->authority, (char *const *) md,
                                     &stream_handler, rc, &rc->call);

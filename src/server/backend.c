@@ -9,6 +9,7 @@
 #include "conf.h"
 #include "log.h"
 #include "manager.h"
+#include "reverse.h"
 #include "tunnel.h"
 
 static void backend_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
@@ -186,6 +187,7 @@ fail:
 int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message) {
         static char msg[256];
         const char *server_count_metadata[7];
+        char features[64] = "";
         char count[24];
         Backend *b;
         unsigned n;
@@ -244,8 +246,17 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
         if (m->config->tunnel_streams &&
             konn_features_has(grpc_call_header(call, "konn-features", 0), KONN_FEATURE_TUNNEL_STREAMS)) {
                 b->tunnel_streams = true;
+                (void) strcat(features, KONN_FEATURE_TUNNEL_STREAMS);
+        }
+        /* Node → control plane, offered only with destinations to offer. */
+        if (m->n_reverse_dests > 0 &&
+            konn_features_has(grpc_call_header(call, "konn-features", 0), KONN_FEATURE_REVERSE)) {
+                b->reverse = true;
+                (void) strcat(strcat(features, *features ? "," : ""), KONN_FEATURE_REVERSE);
+        }
+        if (*features) {
                 server_count_metadata[4] = "konn-features";
-                server_count_metadata[5] = KONN_FEATURE_TUNNEL_STREAMS;
+                server_count_metadata[5] = features;
                 server_count_metadata[6] = NULL;
         }
         r = grpc_call_accept(call, (char *const *) server_count_metadata, &backend_handler, b);
@@ -270,8 +281,9 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
         log_struct(LOG_INFO,
                    LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_AGENT_CONNECTED }, { "KONN_AGENT_ID", b->agent_id },
                               { "KONN_AGENT_IDENTIFIERS", b->identifiers }, { "KONN_PEER", b->peer }),
-                   "Agent '%s' connected (%s, identifiers '%s'%s).", b->agent_id, b->peer, b->identifiers,
-                   b->tunnel_streams ? ", one stream per tunnel" : "");
+                   "Agent '%s' connected (%s, identifiers '%s'%s%s).", b->agent_id, b->peer, b->identifiers,
+                   b->tunnel_streams ? ", one stream per tunnel" : "",
+                   b->reverse ? ", node to control plane" : "");
         manager_update_status(m);
         return 0;
 }
@@ -307,6 +319,7 @@ Backend *backend_free(Backend *b, const char *reason) {
                         tunnel_backend_gone(t);
                 }
         }
+        reverse_backend_gone(b);
         if (b->call) {
                 grpc_call_finish(b->call, GRPC_STATUS_OK, NULL);
                 b->call = NULL;

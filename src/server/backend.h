@@ -24,6 +24,9 @@ struct Backend {
         char **hosts;          /* host/ipv4/ipv6 identifier values (destHost strategy) */
         bool default_route;    /* identifier default-route=true (defaultRoute strategy) */
         bool tunnel_streams;   /* konn-to-konn mode negotiated: each tunnel on its own stream */
+        bool reverse;          /* node → control-plane streams negotiated (konn-features: reverse) */
+        ReverseStream *rstreams;  /* node → control-plane connections on this agent's connection (reverse.c) */
+        unsigned n_rstreams;
         bool superseded;       /* an older stream of the same agent exists: that one is used (§3.3) */
         bool draining;
         uint64_t since_usec;

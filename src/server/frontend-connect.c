@@ -25,6 +25,8 @@
 void connect_tunnel_free(Tunnel *t) {
         if (t->relay_live)
                 relay_done(&t->relay);
+        if (t->bridge_live)
+                bridge_done(&t->bridge);
         t->io = sd_event_source_disable_unref(t->io);
         t->timer = sd_event_source_disable_unref(t->timer);
         transport_done(&t->t);
@@ -99,6 +101,34 @@ void connect_dial_succeeded(Tunnel *t) {
         if (r < 0) {
                 log_debug_errno(r, "Failed to start relaying tunnel %" PRIi64 ": %m", t->connect_id);
                 tunnel_send_close(t);
+                tunnel_free(t);
+        }
+}
+
+static void on_bridge_done(Bridge *b, int error, const char *why, void *userdata) {
+        Tunnel *t = userdata;
+
+        tunnel_log_closed(t, why);
+        tunnel_free(t);
+}
+
+/* Direct route: the server's own socket to the destination, bridged to the client with the same 200 first and the
+ * client's pipelined bytes first the other way. */
+void connect_direct_established(Tunnel *t, int fd) {
+        Transport dest;
+        int r;
+
+        transport_init(&dest, fd, NULL);
+        t->io = sd_event_source_disable_unref(t->io);
+        t->timer = sd_event_source_disable_unref(t->timer);
+        r = bridge_start(&t->bridge, t->manager->event, &t->t, &dest, CONNECT_RESPONSE_ESTABLISHED,
+                         strlen(CONNECT_RESPONSE_ESTABLISHED), t->hbuf + t->header_len, t->hlen - t->header_len,
+                         on_bridge_done, t);
+        t->bridge_live = true;
+        t->hbuf = mfree(t->hbuf);
+        t->hlen = t->hcap = t->header_len = 0;
+        if (r < 0) {
+                log_debug_errno(r, "Failed to start the direct tunnel %" PRIi64 ": %m", t->connect_id);
                 tunnel_free(t);
         }
 }

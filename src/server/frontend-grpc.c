@@ -48,6 +48,10 @@ static void front_send_dial_error(Tunnel *t, const char *error) {
 }
 
 void grpc_tunnel_free(Tunnel *t) {
+        if (t->relay_live) {
+                relay_done(&t->relay);
+                t->relay_live = false;
+        }
         if (t->forwarding) {
                 forwarder_done(&t->to_agent, false);
                 forwarder_done(&t->to_front, false);
@@ -136,6 +140,44 @@ void grpc_remote_closed(Tunnel *t) {
         front_finish(t);
 }
 
+/* Direct route: the destination socket is relayed on the frontend's own stream, as an agent endpoint is relayed on
+ * the agent's. */
+static void on_direct_relay_event(Relay *r, RelayEvent ev, int error, void *userdata) {
+        Tunnel *t = userdata;
+        Packet p = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = t->connect_id };
+
+        if (ev == RELAY_DRAINED) {
+                /* After the frontend's CLOSE_REQ: everything it sent reached the destination. */
+                tunnel_log_closed(t, "closed by frontend");
+                tunnel_free(t);
+                return;
+        }
+        /* The destination closed: CLOSE_RSP after the DATA already queued, then trailers. */
+        relay_detach_call(&t->relay);
+        (void) front_send(t, &p);
+        tunnel_log_closed(t, error < 0 ? "destination connection failed" : "closed by destination");
+        front_finish(t);
+}
+
+void grpc_direct_established(Tunnel *t, int fd) {
+        Packet p = { .type = PACKET_DIAL_RSP, .dial_rsp = { .connect_id = t->connect_id, .random = t->dial_id } };
+        Transport dest;
+        int r;
+
+        transport_init(&dest, fd, NULL);
+        r = relay_init(&t->relay, t->manager->event, &dest, on_direct_relay_event, t);
+        t->relay_live = true;
+        t->relay.sent_packets = t->manager->metrics.stream_packets_total;
+        t->relay.sent_labels[0] = "to_client";
+        t->relay.sent_labels[1] = "DATA";
+        if (r >= 0)
+                r = front_send(t, &p);
+        if (r >= 0)
+                r = relay_start(&t->relay, t->fcall, t->connect_id, NULL, 0);
+        if (r < 0)
+                front_finish(t);
+}
+
 /* ---------------------------------------------------------------------------------------------------------------- */
 /* Packets from the frontend */
 
@@ -197,6 +239,20 @@ static int front_data(Tunnel *t, const Packet *p) {
                         t->ignore_input = true;
                 return 0;
         }
+        if (t->direct) {
+                r = relay_deliver(&t->relay, p->data.data, p->data.data_len);
+                if (r < 0) {
+                        Packet e = { .type = PACKET_CLOSE_RSP,
+                                     .close_rsp = { .error = { "destination is not reading", 26 },
+                                                    .connect_id = t->connect_id } };
+                        relay_detach_call(&t->relay);
+                        (void) front_send(t, &e);
+                        tunnel_log_closed(t, "destination is not reading");
+                        front_finish(t);
+                        return 0;
+                }
+                return r;
+        }
         r = forwarder_push(&t->to_agent, p->data.data, p->data.data_len);
         if (r < 0) {
                 grpc_tunnel_abort(t, "agent is not reading");
@@ -226,7 +282,8 @@ static void front_close_request(Tunnel *t, const Packet *p) {
                 t->state = TUNNEL_CLOSING;
                 (void) front_send(t, &e);
                 front_finish(t);
-                (void) backend_send(b, &c);
+                if (b)
+                        (void) backend_send(b, &c);
                 return;
         }
         case TUNNEL_ESTABLISHED: {
@@ -237,6 +294,21 @@ static void front_close_request(Tunnel *t, const Packet *p) {
                         Packet e = { .type = PACKET_CLOSE_RSP,
                                      .close_rsp = { .error = { "Unknown connectID", 17 }, .connect_id = cid } };
                         (void) front_send(t, &e);
+                        return;
+                }
+                if (t->direct) {
+                        /* Write what the frontend sent to the destination, confirm, close once written. */
+                        Packet e = { .type = PACKET_CLOSE_RSP, .close_rsp.connect_id = cid };
+
+                        t->ignore_input = true;
+                        t->state = TUNNEL_CLOSING;
+                        relay_detach_call(&t->relay);
+                        (void) front_send(t, &e);
+                        if (t->fcall) {
+                                grpc_call_finish(t->fcall, GRPC_STATUS_OK, NULL);
+                                t->fcall = NULL;
+                        }
+                        relay_close(&t->relay);
                         return;
                 }
                 /* Everything the frontend sent goes first; then wait for the agent's CLOSE_RSP. */
@@ -281,7 +353,8 @@ static int front_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
                         t->state = TUNNEL_CLOSING;
                         front_finish(t);
                         /* Upstream agents ignore it; konn agents abandon the dial. */
-                        (void) backend_send(b, &c);
+                        if (b)
+                                (void) backend_send(b, &c);
                 }
                 return 0;
         default:
@@ -299,6 +372,8 @@ static void front_on_end(GrpcCall *call, int status, const char *message, void *
                 log_warning("Dropping a stream from frontend %s: %s (%s).", t->peer, message ?: "invalid input",
                             grpc_status_to_string(status));
         t->fcall = NULL;
+        if (t->relay_live)
+                relay_detach_call(&t->relay); /* direct route: the call carrying it is gone */
         if (t->forwarding) {
                 forwarder_forget_call(&t->to_agent, call);
                 forwarder_forget_call(&t->to_front, call);
@@ -308,11 +383,13 @@ static void front_on_end(GrpcCall *call, int status, const char *message, void *
                 manager_count_dial_failure(t->manager, "frontend_close");
                 Packet c = { .type = PACKET_DIAL_CLS, .dial_cls.random = t->dial_id };
                 tunnel_free(t);
-                (void) backend_send(b, &c);
+                if (b)
+                        (void) backend_send(b, &c);
                 return;
         }
         if (t->state == TUNNEL_ESTABLISHED) {
-                forwarder_done(&t->to_agent, true);
+                if (t->forwarding)
+                        forwarder_done(&t->to_agent, true);
                 tunnel_log_closed(t, "closed by frontend");
                 tunnel_send_close(t);
         }

@@ -10,6 +10,7 @@
 #include "health.h"
 #include "log.h"
 #include "manager.h"
+#include "reverse.h"
 #include "tunnel.h"
 
 /* Ready ⇔ the first strategy has at least one agent (§9.1): "default" needs any, "defaultRoute" one with the
@@ -30,7 +31,7 @@ bool server_ready(Manager *m) {
 /* Gauges are read off the live state when scraped, so they can never drift. */
 static void update_gauges(Manager *m) {
         ServerMetrics *sm = &m->metrics;
-        unsigned agents = 0, pending = 0, established = 0, http = 0, proxy = 0;
+        unsigned agents = 0, pending = 0, established = 0, http = 0, proxy = 0, direct = 0;
 
         for (Backend *b = m->backends; b; b = b->backends_next) {
                 if (!b->superseded)
@@ -39,6 +40,8 @@ static void update_gauges(Manager *m) {
                 established += (unsigned) idmap_size(b->tunnels);
         }
         for (Tunnel *t = m->tunnels; t; t = t->tunnels_next) {
+                if (t->direct && t->state == TUNNEL_ESTABLISHED)
+                        direct++;
                 if (t->kind == TUNNEL_CONNECT)
                         http++;
                 else if (t->fcall)
@@ -50,6 +53,15 @@ static void update_gauges(Manager *m) {
         metric_set(sm->ready_backend_connections, NULL, agents);
         metric_set(sm->pending_backend_dials, NULL, pending);
         metric_set(sm->established_connections, NULL, established);
+        if (m->n_direct_cidrs > 0)
+                metric_set(m->direct_connections, NULL, direct);
+        for (size_t i = 0; i < m->n_reverse_dests; i++) {
+                unsigned n = 0;
+                for (ReverseStream *rs = m->rstreams; rs; rs = rs->rstreams_next)
+                        if (streq(rs->name, m->reverse_dests[i].name))
+                                n++;
+                metric_set(m->reverse_open, (const char *const[]){ m->reverse_dests[i].name }, n);
+        }
         for (char **st = m->config->proxy_strategies; st && *st; st++) {
                 unsigned n = 0;
                 for (Backend *b = m->backends; b; b = b->backends_next) {
@@ -124,27 +136,47 @@ static int respond_json(Manager *m, bool tunnels, HttpResponse *ret) {
                         fputs(", \"peer\": ", f);
                         json_string(f, b->peer);
                         fprintf(f, ", \"since\": %" PRIu64 ", \"draining\": %s, \"tunnel_streams\": %s, "
-                                "\"tunnels\": %zu, \"pending_dials\": %u}",
+                                "\"tunnels\": %zu, \"pending_dials\": %u, \"reverse\": %s, \"reverse_connections\": %u}",
                                 b->since_usec / USEC_PER_SEC, b->draining ? "true" : "false",
-                                b->tunnel_streams ? "true" : "false", idmap_size(b->tunnels), b->n_pending);
+                                b->tunnel_streams ? "true" : "false", idmap_size(b->tunnels), b->n_pending,
+                                b->reverse ? "true" : "false", b->n_rstreams);
                 }
         else
                 for (Tunnel *t = m->tunnels; t; t = t->tunnels_next) {
-                        uint64_t in = t->kind == TUNNEL_CONNECT ? t->relay.bytes_in : t->bytes_in;
-                        uint64_t out = t->kind == TUNNEL_CONNECT ? t->relay.bytes_out : t->bytes_out;
+                        uint64_t in, out;
                         static const char *const states[] = { "handshake", "header", "pending", "established",
                                                               "closing" };
 
+                        tunnel_counters(t, &in, &out);
                         fprintf(f, "%s  {\"dial_id\": %" PRIi64 ", \"connect_id\": %" PRIi64 ", \"frontend\": \"%s\", "
                                 "\"state\": \"%s\", \"destination\": ",
                                 first ? "\n" : ",\n", t->dial_id, t->connect_id,
                                 t->kind == TUNNEL_CONNECT ? "http-connect" : "grpc", states[t->state]);
                         first = false;
                         json_string(f, t->dest);
+                        fputs(", \"direction\": \"forward\", \"route\": ", f);
+                        fputs(t->direct ? "\"direct\"" : "\"agent\"", f);
                         fputs(", \"agent\": ", f);
                         json_string(f, t->backend ? t->backend->agent_id : NULL);
                         fprintf(f, ", \"age_seconds\": %.3f, \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64 "}",
                                 (double) (now - t->start_usec) / USEC_PER_SEC, in, out);
+                }
+        if (tunnels)
+                for (ReverseStream *rs = m->rstreams; rs; rs = rs->rstreams_next) {
+                        static const char *const rstates[] = { "pending", "established", "closing" };
+
+                        fprintf(f, "%s  {\"dial_id\": 0, \"connect_id\": %" PRIi64 ", \"frontend\": \"agent\", "
+                                "\"state\": \"%s\", \"destination\": ",
+                                first ? "\n" : ",\n", rs->connect_id, rstates[rs->state]);
+                        first = false;
+                        json_string(f, rs->dest);
+                        fputs(", \"direction\": \"reverse\", \"route\": \"agent\", \"name\": ", f);
+                        json_string(f, rs->name);
+                        fputs(", \"agent\": ", f);
+                        json_string(f, rs->agent_id);
+                        fprintf(f, ", \"age_seconds\": %.3f, \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64 "}",
+                                (double) (now - rs->start_usec) / USEC_PER_SEC,
+                                rs->relay_live ? rs->relay.bytes_out : 0, rs->relay_live ? rs->relay.bytes_in : 0);
                 }
         fputs(first ? "]\n" : "\n]\n", f);
         if (fclose(f) != 0) {
@@ -180,6 +212,24 @@ int server_health_init(Manager *m) {
         r = server_metrics_init(m->health.registry, &m->metrics, m->config->proxy_strategies);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up metrics: %m");
+        m->reverse_total = metric_new(m->health.registry, METRIC_COUNTER, "konn_server_reverse_connections_total",
+                                      "Node to control plane connections asked for by agents, by destination name "
+                                      "and result (established, dial_failed, limit, unknown_name).",
+                                      (const char *const[]){ "name", "result", NULL }, NULL, 0);
+        m->reverse_open = metric_new(m->health.registry, METRIC_GAUGE, "konn_server_reverse_open_connections",
+                                     "Node to control plane connections open now, by destination name.",
+                                     (const char *const[]){ "name", NULL }, NULL, 0);
+        /* konn's own families for the direct route; upstream's count tunnelled dials only, as upstream does. */
+        m->direct_dial_duration = metric_new(m->health.registry, METRIC_HISTOGRAM,
+                                             "konn_server_direct_dial_duration_seconds",
+                                             "Latency of dials this server made itself (direct-cidrs), in seconds.",
+                                             NULL, NULL, 0);
+        m->direct_dial_failures = metric_new(m->health.registry, METRIC_COUNTER, "konn_server_direct_dial_failure_count",
+                                             "Failed direct dials (direct-cidrs), by reason (error_response, "
+                                             "backend_dial_timeout, as the upstream dial_failure_count).",
+                                             (const char *const[]){ "reason", NULL }, NULL, 0);
+        m->direct_connections = metric_new(m->health.registry, METRIC_GAUGE, "konn_server_direct_connections",
+                                           "Established direct connections (direct-cidrs).", NULL, NULL, 0);
         metrics_add_process_collector(m->health.registry);
         return 0;
 }

@@ -19,6 +19,7 @@
 #include "manager.h"
 #include "sock.h"
 #include "tls.h"
+#include "reverse.h"
 #include "tunnel.h"
 
 /* One accepted HTTP/2 connection: an agent's (TLS), or a gRPC frontend's (Unix socket, or TLS). Owned by the
@@ -43,6 +44,14 @@ static int link_on_call(H2Conn *c, GrpcCall *call, const char **ret_message, voi
         l->got_call = true;
         if (l->frontend)
                 return grpc_frontend_on_call(l->manager, l->peer, call, ret_message);
+        if (streq_ptr(grpc_call_path(call), KONN_REVERSE_STREAM_PATH)) {
+                /* Node → control plane: only on a connection whose Connect stream negotiated it. */
+                for (Backend *b = l->manager->backends; b; b = b->backends_next)
+                        if (b->link == l && b->reverse)
+                                return reverse_stream_opened(b, call, ret_message);
+                *ret_message = "reverse connections were not negotiated on this connection";
+                return GRPC_STATUS_FAILED_PRECONDITION;
+        }
         if (streq_ptr(grpc_call_path(call), KONN_TUNNEL_STREAM_PATH)) {
                 /* A tunnel's own stream belongs to the Connect stream on the same connection. */
                 for (Backend *b = l->manager->backends; b; b = b->backends_next)
@@ -314,8 +323,13 @@ void manager_status_changed(Manager *m) {
 }
 
 void manager_update_status(Manager *m) {
-        (void) sd_notifyf(false, "STATUS=%u agent stream%s, %u frontend connection%s", m->n_backends,
-                          m->n_backends == 1 ? "" : "s", m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
+        if (m->n_rstreams > 0)
+                (void) sd_notifyf(false, "STATUS=%u agent stream%s, %u frontend connection%s, %u node connection%s",
+                                  m->n_backends, m->n_backends == 1 ? "" : "s", m->n_tunnels,
+                                  m->n_tunnels == 1 ? "" : "s", m->n_rstreams, m->n_rstreams == 1 ? "" : "s");
+        else
+                (void) sd_notifyf(false, "STATUS=%u agent stream%s, %u frontend connection%s", m->n_backends,
+                                  m->n_backends == 1 ? "" : "s", m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
 }
 
 static int load_ctx(const char *what, const char *cert, const char *key, const char *ca, TlsAlpn alpn, SSL_CTX **ret) {
@@ -396,10 +410,36 @@ static int listen_frontend(Manager *m) {
         return 0;
 }
 
+/* Parse --direct-cidrs of c into the manager (the configuration was validated, so only memory can fail). */
+static int load_direct_cidrs(Manager *m, const ServerConfig *c) {
+        _cleanup_free_ char *why = NULL;
+        Cidr *l = NULL;
+        int n;
+
+        n = cidr_list_parse(c->direct_cidrs, &l, &why);
+        if (n < 0)
+                return log_error_errno(n, "--direct-cidrs: %s", why ?: "out of memory");
+        free(m->direct_cidrs);
+        named_addr_list_free(m->reverse_dests, m->n_reverse_dests);
+        m->resolver = resolver_free(m->resolver);
+        m->direct_cidrs = l;
+        m->n_direct_cidrs = (size_t) n;
+        if (n > 0)
+                log_info("Direct route: dials to %s go straight from this server, not through agents.",
+                         c->direct_cidrs);
+        return 0;
+}
+
 int manager_start(Manager *m) {
         const ServerConfig *c = m->config;
         int r;
 
+        r = load_direct_cidrs(m, c);
+        if (r < 0)
+                return r;
+        r = reverse_load_config(m, c);
+        if (r < 0)
+                return r;
         r = load_contexts(c, &m->agent_ctx, &m->frontend_ctx);
         if (r < 0)
                 return r;
@@ -444,7 +484,7 @@ int manager_start(Manager *m) {
 
 static size_t stop_count(void *userdata) {
         Manager *m = userdata;
-        return m->n_tunnels;
+        return m->n_tunnels + m->n_rstreams;
 }
 
 void manager_stop(Manager *m) {
@@ -455,7 +495,7 @@ void manager_stop(Manager *m) {
         /* No new agents or frontend connections; the listening sockets stay open (systemd may hold them). */
         (void) sd_event_source_set_enabled(m->agent_source, SD_EVENT_OFF);
         (void) sd_event_source_set_enabled(m->frontend_source, SD_EVENT_OFF);
-        if (m->config->graceful_shutdown_timeout_usec == 0 || m->n_tunnels == 0) {
+        if (m->config->graceful_shutdown_timeout_usec == 0 || stop_count(m) == 0) {
                 (void) sd_event_exit(m->event, 0);
                 return;
         }
@@ -503,6 +543,12 @@ void manager_reload(Manager *m) {
                 SSL_CTX_free(m->frontend_ctx);
                 m->frontend_ctx = fctx;
         }
+        if (!streq_ptr(n->direct_cidrs, old->direct_cidrs) && load_direct_cidrs(m, n) < 0)
+                log_warning("Keeping the previous direct-cidrs.");
+        /* New reverse streams use the new allow-list; open ones stay. Agents connected before negotiated the
+         * feature with the old one (an agent learns of a change on its next connection). */
+        if (!streq_ptr(n->reverse_destinations, old->reverse_destinations) && reverse_load_config(m, n) < 0)
+                log_warning("Keeping the previous reverse-destinations.");
         m->config = n;
         server_config_done(old);
         free(old);
@@ -551,6 +597,8 @@ Manager *manager_free(Manager *m) {
                 backend_free(m->backends, NULL);
         while (m->tunnels)
                 tunnel_free(m->tunnels);
+        while (m->rstreams)
+                reverse_stream_free(m->rstreams);
         while (m->links) {
                 AgentLink *l = m->links;
                 h2conn_free(l->conn);
@@ -569,6 +617,7 @@ Manager *manager_free(Manager *m) {
         SSL_CTX_free(m->agent_ctx);
         SSL_CTX_free(m->frontend_ctx);
         idmap_free(m->pending);
+        free(m->direct_cidrs);
         if (m->config) {
                 server_config_done(m->config);
                 free(m->config);

@@ -10,10 +10,12 @@
 #include <openssl/ssl.h>
 #include <systemd/sd-event.h>
 
+#include "addrlist.h"
 #include "health.h"
 #include "idmap.h"
 #include "daemon.h"
 #include "macro.h"
+#include "resolver.h"
 #include "server-config.h"
 #include "server-forward.h"
 
@@ -40,6 +42,17 @@ struct Manager {
         DaemonStopWait stop_wait;
         sd_event_source *status_timer;  /* coalesces STATUS= updates (at most one a second) */
         uint64_t trimmed_usec;          /* when memory was last returned to the system */
+        Cidr *direct_cidrs;             /* --direct-cidrs, parsed (replaced on reload) */
+        size_t n_direct_cidrs;
+        int64_t direct_last_id;         /* connectIDs of direct tunnels (the server's own numbering) */
+        Metric *direct_dial_duration, *direct_dial_failures, *direct_connections;
+        NamedAddr *reverse_dests;       /* --reverse-destinations, parsed (replaced on reload) */
+        size_t n_reverse_dests;
+        ReverseStream *rstreams;        /* node → control-plane connections (reverse.c) */
+        unsigned n_rstreams;
+        int64_t reverse_last_id;
+        Resolver *resolver;             /* created on the first reverse destination given by name */
+        Metric *reverse_total, *reverse_open;
 };
 
 /* Takes ownership of config (also on failure). */

@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "macro.h"
+#include "addrlist.h"
 #include "server-config.h"
 
 /* Key table notes.
@@ -101,6 +102,14 @@ const ConfKey server_config_table[] = {
             "in flight towards this server"),
         INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "65536",
             "Largest read from a CONNECT client and so the largest DATA message sent to agents, in bytes"),
+        STRING("reverse-destinations", reverse_destinations, NULL,
+               "Node to control plane: NAME=HOST:PORT[,...], the only destinations konn agents may reach "
+               "through their tunnel, by NAME (empty: the feature is off)"),
+        INT("max-reverse-per-agent", max_reverse_per_agent, 1, 1000000, "1000",
+            "Maximum node to control plane connections open at once per agent stream"),
+        STRING("direct-cidrs", direct_cidrs, NULL,
+               "CIDR[,CIDR...] (IPv4 and IPv6) of destinations this server dials itself instead of through an "
+               "agent (empty: none)"),
         { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),
           .help = "Log level: emerg..debug (default: info, or debug with --v=5 or more)" },
         { .name = "log-target", .type = CONF_ENUM, .offset = OFF(log_target), .def = "auto",
@@ -239,6 +248,25 @@ int server_config_validate(const ServerConfig *c, char **ret_error) {
                 return conf_set_error(ret_error, -EINVAL,
                                       "--server-id must be a non-empty string of printable "
                                       "ASCII characters");
+        {
+                _cleanup_free_ char *why = NULL;
+                NamedAddr *l = NULL;
+                Cidr *cidrs = NULL;
+                int r;
+
+                r = named_addr_list_parse(c->reverse_destinations, false, &l, &why);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return conf_set_error(ret_error, -EINVAL, "--reverse-destinations: %s", why);
+                named_addr_list_free(l, (size_t) r);
+                r = cidr_list_parse(c->direct_cidrs, &cidrs, &why);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return conf_set_error(ret_error, -EINVAL, "--direct-cidrs: %s", why);
+                free(cidrs);
+        }
 
         return conf_validate_log(c->log_level, c->log_target, ret_error);
 }

@@ -46,6 +46,9 @@ typedef struct ServerConfig {
         uint64_t handshake_timeout_usec, header_timeout_usec;
         int64_t max_tunnels_per_agent;
         int64_t stream_window_size, connection_window_size, relay_chunk_size;
+        char *reverse_destinations; /* NAME=HOST:PORT[,...] (checked by server_config_validate()); NULL = off */
+        int64_t max_reverse_per_agent;
+        char *direct_cidrs;         /* CIDR[,...] (checked by server_config_validate()); NULL = none */
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by server_config_load() */
         int log_target;    /* LogTarget */

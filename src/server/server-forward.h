@@ -6,3 +6,4 @@ typedef struct Manager Manager;
 typedef struct Backend Backend;
 typedef struct Tunnel Tunnel;
 typedef struct AgentLink AgentLink;
+typedef struct ReverseStream ReverseStream;

@@ -16,8 +16,11 @@ uint64_t now_usec(void) {
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
-static void tunnel_counters(const Tunnel *t, uint64_t *in, uint64_t *out) {
-        if (t->kind == TUNNEL_CONNECT) {
+void tunnel_counters(const Tunnel *t, uint64_t *in, uint64_t *out) {
+        if (t->bridge_live) {
+                *in = t->bridge.ab.bytes;
+                *out = t->bridge.ba.bytes;
+        } else if (t->kind == TUNNEL_CONNECT || t->relay_live) {
                 *in = t->relay.bytes_in;
                 *out = t->relay.bytes_out;
         } else {
@@ -33,12 +36,18 @@ void tunnel_log_opened(Tunnel *t) {
                 return;
         (void) snprintf(cid, sizeof(cid), "%" PRIi64, t->connect_id);
         (void) snprintf(did, sizeof(did), "%" PRIi64, t->dial_id);
-        log_struct(LOG_DEBUG,
-                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_OPENED },
-                              { "KONN_AGENT_ID", t->backend ? t->backend->agent_id : NULL },
-                              { "KONN_CONNECT_ID", cid }, { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
-                   "Tunnel %s to '%s' established through agent '%s'.", cid, t->dest,
-                   t->backend ? t->backend->agent_id : "?");
+        if (t->direct)
+                log_struct(LOG_DEBUG,
+                           LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_OPENED }, { "KONN_ROUTE", "direct" },
+                                      { "KONN_CONNECT_ID", cid }, { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
+                           "Tunnel %s to '%s' established directly (direct-cidrs).", cid, t->dest);
+        else
+                log_struct(LOG_DEBUG,
+                           LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_OPENED }, { "KONN_ROUTE", "agent" },
+                                      { "KONN_AGENT_ID", t->backend ? t->backend->agent_id : NULL },
+                                      { "KONN_CONNECT_ID", cid }, { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
+                           "Tunnel %s to '%s' established through agent '%s'.", cid, t->dest,
+                           t->backend ? t->backend->agent_id : "?");
 }
 
 void tunnel_log_closed(Tunnel *t, const char *why) {
@@ -54,7 +63,7 @@ void tunnel_log_closed(Tunnel *t, const char *why) {
         (void) snprintf(out, sizeof(out), "%" PRIu64, bout);
         (void) snprintf(dur, sizeof(dur), "%" PRIu64, now_usec() - t->start_usec);
         log_struct(LOG_DEBUG,
-                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_CLOSED },
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_CLOSED }, { "KONN_ROUTE", t->direct ? "direct" : "agent" },
                               { "KONN_AGENT_ID", t->backend ? t->backend->agent_id : NULL },
                               { "KONN_CONNECT_ID", cid }, { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest },
                               { "KONN_BYTES_IN", in }, { "KONN_BYTES_OUT", out }, { "KONN_DURATION_USEC", dur }),
@@ -67,6 +76,8 @@ void tunnel_unpend(Tunnel *t) {
         if (t->state != TUNNEL_PENDING)
                 return;
         t->timer = sd_event_source_disable_unref(t->timer);
+        if (t->direct)
+                direct_unpend(t);
         if (idmap_get(t->manager->pending, t->dial_id) == t)
                 (void) idmap_remove(t->manager->pending, t->dial_id);
         if (t->backend) {
@@ -92,6 +103,7 @@ Tunnel *tunnel_alloc(Manager *m, TunnelKind kind, const char *peer) {
         t->manager = m;
         t->kind = kind;
         t->t = TRANSPORT_NULL;
+        t->dfd = -EBADF;
         t->start_usec = now_usec();
         (void) snprintf(t->peer, sizeof(t->peer), "%s", peer);
         LIST_PREPEND(tunnels, m->tunnels, t);
@@ -126,7 +138,7 @@ Tunnel *tunnel_free(Tunnel *t) {
         t->manager->n_tunnels--;
         manager_status_changed(t->manager);
         t->timer = sd_event_source_disable_unref(t->timer);
-        if (t->established_usec > 0)
+        if (t->established_usec > 0 && !t->direct)
                 metric_observe(t->manager->metrics.connection_duration, NULL,
                                (double) (now_usec() - t->established_usec) / USEC_PER_SEC);
         if (t->kind == TUNNEL_CONNECT)
@@ -204,9 +216,14 @@ static int on_dial_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 int tunnel_request_dial(Tunnel *t) {
         Manager *m = t->manager;
         Backend *b;
+        SockAddr da;
+        socklen_t dlen;
         Packet p;
         int r;
 
+        /* The direct route comes before any strategy: those destinations never go through an agent. */
+        if (direct_match(m, t->dest, &da, &dlen))
+                return direct_dial(t, &da, dlen);
         b = manager_pick_backend(m, t->dest);
         if (!b) {
                 manager_count_dial_failure(m, "no_agent");
@@ -351,15 +368,22 @@ void tunnel_dial_failed(Tunnel *t, const char *error) {
         char did[32];
 
         (void) snprintf(did, sizeof(did), "%" PRIi64, t->dial_id);
-        log_struct(LOG_INFO,
-                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_DIAL_FAILED },
-                              { "KONN_AGENT_ID", t->backend ? t->backend->agent_id : NULL },
-                              { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
-                   "Dial to '%s' through agent '%s' failed: %s", t->dest,
-                   t->backend ? t->backend->agent_id : "?", error);
+        if (t->direct)
+                log_struct(LOG_INFO,
+                           LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_DIAL_FAILED }, { "KONN_ROUTE", "direct" },
+                                      { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
+                           "Direct dial to '%s' failed: %s", t->dest, error);
+        else
+                log_struct(LOG_INFO,
+                           LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_DIAL_FAILED }, { "KONN_ROUTE", "agent" },
+                                      { "KONN_AGENT_ID", t->backend ? t->backend->agent_id : NULL },
+                                      { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
+                           "Dial to '%s' through agent '%s' failed: %s", t->dest,
+                           t->backend ? t->backend->agent_id : "?", error);
         tunnel_unpend(t);
         t->state = TUNNEL_CLOSING;
-        manager_count_dial_failure(t->manager, "error_response");
+        if (!t->direct) /* direct failures are counted in konn_server_direct_dial_failure_count */
+                manager_count_dial_failure(t->manager, "error_response");
         if (t->kind == TUNNEL_CONNECT)
                 connect_dial_failed(t, error);
         else

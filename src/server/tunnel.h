@@ -14,10 +14,12 @@
 
 #include <systemd/sd-event.h>
 
+#include "bridge.h"
 #include "forwarder.h"
 #include "h2conn.h"
 #include "relay.h"
 #include "server-forward.h"
+#include "sock.h"
 #include "transport.h"
 
 typedef enum TunnelKind {
@@ -57,6 +59,15 @@ struct Tunnel {
         Relay relay;
         bool relay_live;
 
+        /* Direct route (--direct-cidrs, direct.c): dialled by this server, no agent. CONNECT tunnels then move bytes
+         * with `bridge`, gRPC ones with `relay` on fcall. */
+        bool direct;
+        int dfd;                     /* while connecting */
+        sd_event_source *dio;
+        char daddr[SOCK_ADDR_STRING_MAX];
+        Bridge bridge;
+        bool bridge_live;
+
         /* TUNNEL_GRPC */
         GrpcCall *fcall;             /* the frontend's Proxy stream (owned by its H2Conn) */
         Forwarder to_agent, to_front;
@@ -94,6 +105,16 @@ void tunnel_backend_gone(Tunnel *t);           /* the agent stream ended */
 int tunnel_deliver(Tunnel *t, const uint8_t *data, size_t len);  /* DATA; returns bytes retained */
 void tunnel_remote_closed(Tunnel *t);          /* CLOSE_RSP from the agent */
 
+/* direct.c */
+/* Whether dest is a numeric address inside --direct-cidrs (*ret filled). */
+bool direct_match(Manager *m, const char *dest, SockAddr *ret, socklen_t *ret_len);
+/* Connect to a for t (state becomes pending). 0, or -errno if the dial could not start (t untouched then). A 0
+ * return may already have answered (and freed) t. */
+int direct_dial(Tunnel *t, const SockAddr *a, socklen_t len);
+void direct_unpend(Tunnel *t);
+/* Bytes client → destination and back, whatever carries the tunnel. */
+void tunnel_counters(const Tunnel *t, uint64_t *in, uint64_t *out);
+
 /* frontend-connect.c */
 int connect_tunnel_new(Manager *m, int fd, bool tls, const char *peer);
 void connect_tunnel_free(Tunnel *t);
@@ -104,6 +125,7 @@ void connect_dial_closed(Tunnel *t);
 void connect_backend_gone(Tunnel *t, bool was_pending);
 int connect_deliver(Tunnel *t, const uint8_t *data, size_t len);
 void connect_remote_closed(Tunnel *t);
+void connect_direct_established(Tunnel *t, int fd);
 
 /* frontend-grpc.c */
 int grpc_frontend_on_call(Manager *m, const char *peer, GrpcCall *call, const char **ret_message);
@@ -114,3 +136,4 @@ void grpc_dial_closed(Tunnel *t);
 void grpc_backend_gone(Tunnel *t, bool was_pending);
 int grpc_deliver(Tunnel *t, const uint8_t *data, size_t len);
 void grpc_remote_closed(Tunnel *t);
+void grpc_direct_established(Tunnel *t, int fd);

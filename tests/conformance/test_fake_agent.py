@@ -56,6 +56,27 @@ class TestFakeAgent(kc.ConfTestCase):
         self.assertEqual([v for k, v in md if k == "servercount"], ["3"])
         self.assertEqual(st.pending(0.3), [])
 
+    def test_upstream_agent_never_sees_konn_features(self):
+        """A server with node -> control-plane destinations configured: an upstream agent (no konn-features
+        request header) gets no konn-features header back, and /konn.Reverse/Stream on its connection is refused
+        with FAILED_PRECONDITION (nothing is dialled)."""
+        echo = self.track(kt.EchoServer())
+        server = self.start_server(extra=("--reverse-destinations=api=" + echo.addr,))
+        ch, st = self.fake_agent("upstream")
+        md = st.initial_metadata()
+        self.assertEqual([k for k, v in md if k == "konn-features"], [])
+        self.assertEqual([v for k, v in md if k == "serverid"], ["srv1"])
+        rev = self.stream(ch, "/konn.Reverse/Stream", metadata=[("konn-reverse-name", "api")])
+        code, details, rest = rev.wait_end(10)
+        self.assertEqual((code, details, rest), (grpc.StatusCode.FAILED_PRECONDITION,
+                                                 "reverse connections were not negotiated on this connection", []))
+        self.assertEqual(echo.conns, [])
+        # A konn agent asking for it is answered with the feature.
+        ch2, st2 = self.fake_agent("konnlike", metadata=[("agentid", "konnlike"), ("agentidentifiers", ""),
+                                                          ("konn-features", "reverse")])
+        self.assertEqual([v for k, v in st2.initial_metadata() if k == "konn-features"], ["reverse"])
+        server.wait_for(r"^Agent 'konnlike' connected .*, node to control plane\)\.$", timeout=10)
+
     def test_missing_agentid(self):
         """No agentid → grpc-status 2 UNKNOWN "expected one agent ID in the context, got 0", nothing else."""
         self.start_server()

@@ -125,6 +125,28 @@ class TestFakeServer(kc.ConfTestCase):
         self.assertEqual(ss.auth.get("x509_common_name"), [b"konn-agent-1"])
         self.nothing(0.3)
 
+    def test_reverse_listener_towards_upstream_server_refused_cleanly(self):
+        """Node -> control plane needs a konn server. The agent asks for it (konn-features: ..., reverse), the
+        upstream-protocol server never answers: every connection on the reverse listener is accepted and closed
+        with nothing sent, the agent says so once, and the server sees no extra stream or packet."""
+        port = kt.free_port()
+        ss = self.start(extra=["--reverse-listen=api=127.0.0.1:%d" % port])
+        feats = ss.md("konn-features")
+        self.assertEqual(len(feats), 1)
+        self.assertIn("reverse", [f.strip() for f in feats[0].split(",")])
+        for _ in range(3):
+            c = self.track(kt.Client(socket.create_connection(("127.0.0.1", port), timeout=T(10))))
+            try:
+                c.send(b"hello")
+            except OSError:
+                pass
+            self.assertEqual(c.read_to_eof(timeout=10), b"")
+        self.agent.wait_for(r"^No connected server offers node to control plane connections", timeout=10,
+                            KONN_DIRECTION="reverse")
+        self.assertEqual(len(self.agent.find(r"^No connected server offers")), 1)
+        self.nothing(0.5)
+        self.assertTrue(self.agent.alive())
+
     def test_empty_identifiers_still_sent(self):
         """--agent-identifiers empty → agentidentifiers is still sent, with an empty value (§3.1)."""
         ss = self.start(identifiers=None)

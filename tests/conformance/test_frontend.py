@@ -363,5 +363,61 @@ class TestFrontend(kc.ConfTestCase):
         self.assertEqual(self.sent_authority([]), "localhost")
 
 
+class TestFrontendDirect(kc.ConfTestCase):
+    """The direct route (--direct-cidrs) seen from a gRPC frontend: no agent at all, and the packets are the same
+    as through an agent (DIAL_RSP with a connectID, DATA both ways, CLOSE_REQ → CLOSE_RSP, refusal texts)."""
+
+    assertPacket = TestFrontend.assertPacket
+    recv_until_close_rsp = TestFrontend.recv_until_close_rsp
+
+    def direct_server(self):
+        return self.start_grpc_server(extra=("--direct-cidrs=127.0.0.0/8",))
+
+    def test_direct_echo_and_client_close(self):
+        self.direct_server()
+        echo = self.track(kt.EchoServer())
+        st = self.stream(self.frontend_channel())
+        cid = self.grpc_dial(st, echo.addr, 301)
+        self.assertEqual(cid, 1)  # the server numbers its direct connections from 1
+        self.grpc_echo(st, cid, b"direct over grpc" * 1000)
+        st.send(kc.close_req(cid))
+        self.assertPacket(st.recv(10), kc.close_rsp(cid))
+        rec = echo.wait_conns(1)[0]
+        self.assertTrue(rec.done.wait(T(5)), "target did not see EOF")
+        code, details, rest = st.wait_end()
+        self.assertEqual((code, rest), (grpc.StatusCode.OK, []))
+
+    def test_direct_target_closes_first(self):
+        self.direct_server()
+        size = 300 * 1024
+        src = self.track(kt.SourceServer(size, seed=92))
+        st = self.stream(self.frontend_channel())
+        cid = self.grpc_dial(st, src.addr, 302)
+        n, sha, last = self.recv_until_close_rsp(st, cid, timeout=20)
+        self.assertEqual((n, sha), (size, kt.Pattern(size, seed=92).sha256()))
+        self.assertPacket(last, kc.close_rsp(cid))
+        code, details, rest = st.wait_end()
+        self.assertEqual((code, rest), (grpc.StatusCode.OK, []))
+
+    def test_direct_dial_refused_same_packet_as_agent(self):
+        self.direct_server()
+        ref = self.track(kt.RefusedPort())
+        st = self.stream(self.frontend_channel())
+        st.send(kc.dial_req(ref.addr, 303))
+        self.assertPacket(st.recv(10), kc.dial_rsp(303, error="dial tcp %s: connect: connection refused" % ref.addr))
+        code, details, rest = st.wait_end()
+        self.assertEqual((code, rest), (grpc.StatusCode.OK, []))
+
+    def test_direct_stream_cancel_closes_target(self):
+        self.direct_server()
+        echo = self.track(kt.EchoServer())
+        st = self.stream(self.frontend_channel())
+        cid = self.grpc_dial(st, echo.addr, 304)
+        self.grpc_echo(st, cid, b"then cancel")
+        st.cancel()
+        rec = echo.wait_conns(1)[0]
+        self.assertTrue(rec.done.wait(T(5)), "target did not see EOF")
+
+
 if __name__ == "__main__":
     kc.main()

@@ -946,6 +946,26 @@ class KonnTestCase(unittest.TestCase):
         a = self.start_agent(server=s)
         return s, a
 
+    def start_reverse_pair(self, dests, listens, server_extra=(), agent_extra=(), agent_id="node1"):
+        """Node -> control plane: konn-server with --reverse-destinations=dests ({name: "host:port"}) and konn-agent
+        with --reverse-listen=listens ({name: "host:port" or socket path}); waits until the agent connected with
+        the feature negotiated. Returns (server, agent)."""
+        d = ",".join("%s=%s" % kv for kv in dests.items())
+        ls = ",".join("%s=%s" % kv for kv in listens.items())
+        server = self.start_server(extra=(["--reverse-destinations=" + d] if d else []) + list(server_extra))
+        agent = self.start_agent(agent_id=agent_id, server=server,
+                                 extra=(["--reverse-listen=" + ls] if ls else []) + list(agent_extra))
+        return server, agent
+
+    def reverse_client(self, address, timeout=10):
+        """A Client connected to an agent's reverse listener ("host:port" or a socket path); tracked."""
+        if address.startswith("/"):
+            c = Client.uds(address, timeout)
+        else:
+            host, port = address.rsplit(":", 1)
+            c = Client(socket.create_connection((host.strip("[]"), int(port)), timeout=T(timeout)))
+        return self.track(c)
+
     def uds_client(self, timeout=10):
         c = Client.uds(self.sock_path, timeout)
         self.track(c)

@@ -9,7 +9,10 @@ It configures both daemons with drop-ins in /etc/konn/*.conf.d/ and certificates
 enables the units and then checks, each as a named step that can fail:
   unconfigured-no-crash-loop (first, before any configuration exists), units-active,
   frontend-socket-permissions, connect-through-frontend, journal-agent-connected,
-  reload-rotated-certificate, rotated-certificate-presented, security-scores, stop-drains;
+  reload-rotated-certificate, rotated-certificate-presented, agent-socket-activation (konn-agent.socket holds the
+  agent's health port and its node -> control-plane listener), reverse-through-agent-socket (a connection to
+  that listener reaches the echo target through the server's reverse-destinations, both journals show it),
+  security-scores, stop-drains;
 and where SELinux is enabled (tests/system/run-qemu-selinux.sh) also selinux-contexts (the daemons run in
 konn_server_t/konn_agent_t, files carry konn's types) and selinux-no-avc-denials (none for konn domains).
 Every wait is bounded; the echo target is a socket-activated `cat` (konn-e2e-echo.socket) written to
@@ -32,6 +35,10 @@ import time
 AGENT_ID = "node-e2e-1"
 ECHO_PORT = 7777
 TARGET = "127.0.0.1:%d" % ECHO_PORT
+REVERSE_LISTEN = "127.0.0.1:7443"   # the agent's node -> control-plane listener, from konn-agent.socket
+AGENT_SOCKET_DROPIN = "/run/systemd/system/konn-agent.socket.d/50-e2e-reverse.conf"
+LOGLEVEL_DROPINS = ("/etc/konn/konn-server.conf.d/60-e2e-debug.conf", "/etc/konn/konn-agent.conf.d/60-e2e-debug.conf")
+MSG_TUNNEL_OPENED = "2f0a6b3e4b5c4e5f9a1d7c3b8e6f0a15"
 FRONTEND = "/run/konn/konn-server.sock"
 PKI = "/etc/konn/pki"
 DRAIN_TIMEOUT = 20
@@ -262,7 +269,8 @@ def setup(pki_src):
                 'cluster-cert = "%s/server.crt";\n'
                 'cluster-key = "%s/server.key";\n'
                 'cluster-ca-cert = "%s/ca.crt";\n'
-                'server-id = "konn-e2e-server";\n' % (FRONTEND, PKI, PKI, PKI))
+                'server-id = "konn-e2e-server";\n'
+                'reverse-destinations = "e2e=%s";\n' % (FRONTEND, PKI, PKI, PKI, TARGET))
     with open("/etc/konn/konn-agent.conf.d/50-e2e.conf", "w") as f:
         f.write('# konn end-to-end test (tests/system/scenario.py)\n'
                 'proxy-server-host = "127.0.0.1";\n'
@@ -272,7 +280,12 @@ def setup(pki_src):
                 'agent-key = "%s/agent.key";\n'
                 'agent-id = "%s";\n'
                 'agent-identifiers = "host=%s";\n'
-                'drain-timeout = "%ds";\n' % (PKI, PKI, PKI, AGENT_ID, AGENT_ID, DRAIN_TIMEOUT))
+                'drain-timeout = "%ds";\n'
+                'reverse-listen = "e2e=%s";\n' % (PKI, PKI, PKI, AGENT_ID, AGENT_ID, DRAIN_TIMEOUT, REVERSE_LISTEN))
+    # The node -> control-plane listener belongs to konn-agent.socket (a runtime drop-in: gone at reboot).
+    os.makedirs(os.path.dirname(AGENT_SOCKET_DROPIN), exist_ok=True)
+    with open(AGENT_SOCKET_DROPIN, "w") as f:
+        f.write("[Socket]\nListenStream=%s\n" % REVERSE_LISTEN)
 
     # The destination inside this system: a socket-activated echo (one `cat` per connection).
     with open("/run/systemd/system/konn-e2e-echo.socket", "w") as f:
@@ -292,7 +305,8 @@ def setup(pki_src):
 def cleanup(stage):
     for unit in ("konn-e2e-echo.socket",):
         run("systemctl", "stop", unit, check=False)
-    for f in ("/run/systemd/system/konn-e2e-echo.socket", "/run/systemd/system/konn-e2e-echo@.service"):
+    for f in ("/run/systemd/system/konn-e2e-echo.socket", "/run/systemd/system/konn-e2e-echo@.service",
+              AGENT_SOCKET_DROPIN) + LOGLEVEL_DROPINS:
         if os.path.exists(f):
             os.unlink(f)
     run("systemctl", "daemon-reload", check=False)
@@ -331,11 +345,15 @@ def units_active():
     run("systemctl", "reset-failed", "konn-server.service", "konn-agent.service", check=False)
     # --no-block: the agent's start job lasts until it is connected (Type=notify); the wait is below.
     run("systemctl", "enable", "--now", "--no-block", "konn-server.socket", "konn-server-agent.socket",
-        "konn-server", "konn-agent")
+        "konn-server")
+    # The agent as the issue puts it: its socket unit (with the reverse listener drop-in) and the service.
+    # The socket was started by the package before the drop-in existed: restart it so that it listens there.
+    run("systemctl", "stop", "konn-agent.service", "konn-agent.socket", timeout=60)
+    run("systemctl", "enable", "--now", "--no-block", "konn-agent.socket", "konn-agent.service")
     run("systemctl", "restart", "konn-server.service", timeout=60)
-    run("systemctl", "restart", "--no-block", "konn-agent.service")
     states = {}
-    for unit in ("konn-server.socket", "konn-server-agent.socket", "konn-server.service", "konn-agent.service"):
+    for unit in ("konn-server.socket", "konn-server-agent.socket", "konn-server.service", "konn-agent.socket",
+                 "konn-agent.service"):
         def active(unit=unit):
             d = show(unit, "ActiveState", "SubState", "StatusText")
             return d if d["ActiveState"] == "active" else None
@@ -449,6 +467,72 @@ def try_tunnel():
         return s
     except (Failure, OSError):
         return None
+
+
+@step("agent-socket-activation")
+def agent_socket_activation():
+    # konn-agent.socket holds the health port (8093, all addresses), the admin port and the reverse
+    # listener; the agent took each by address (one FileDescriptorName for the unit), so none is logged as
+    # ignored, and the health port answers through the passed socket.
+    _, listen = run("systemctl", "show", "-p", "Listen", "konn-agent.socket")
+    for want in ("8093", "127.0.0.1:8094", REVERSE_LISTEN):
+        if want not in listen:
+            raise Failure("konn-agent.socket does not listen on %s: %s" % (want, listen.strip()))
+    s = socket.create_connection(("127.0.0.1", 8093), timeout=10)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        got = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+    finally:
+        s.close()
+    if not got.startswith(b"HTTP/1.1 200") or not got.endswith(b"ok"):
+        raise Failure("GET /healthz on the agent's socket answered %r" % got[:200])
+    ignored = [e.get("MESSAGE") for e in journal("-u", "konn-agent") if "Ignoring passed socket" in e.get("MESSAGE", "")]
+    if ignored:
+        raise Failure("the agent ignored passed sockets: %r" % ignored)
+    pid = show("konn-agent.service", "MainPID")["MainPID"]
+    fds = os.listdir("/proc/%s/fd" % pid)
+    return "konn-agent.socket: %s; GET /healthz 200 ok (agent pid %s, %d fds)" % (
+        " ".join(l.split("=", 1)[1] for l in listen.splitlines() if "=" in l), pid, len(fds))
+
+
+@step("reverse-through-agent-socket")
+def reverse_through_agent_socket():
+    # Per-connection journal lines are debug level: raise both daemons' level by reload (live, no restart).
+    for path in LOGLEVEL_DROPINS:
+        with open(path, "w") as f:
+            f.write('log-level = "debug";\n')
+    c = cursor()
+    run("systemctl", "reload", "konn-server.service", "konn-agent.service", timeout=60)
+    wait_journal("the agent's reload entry", "-u", "konn-agent", "MESSAGE_ID=" + MSG_RELOAD, after=c)
+    c = cursor()
+    host, port = REVERSE_LISTEN.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        echo(s, b"node to control plane\n")
+        echo(s, os.urandom(65536))
+    finally:
+        s.close()
+    srv = wait_journal("the server's reverse entry", "-u", "konn-server", "MESSAGE_ID=" + MSG_TUNNEL_OPENED,
+                       "KONN_DIRECTION=reverse", after=c)
+    agt = wait_journal("the agent's reverse entry", "-u", "konn-agent", "MESSAGE_ID=" + MSG_TUNNEL_OPENED,
+                       "KONN_DIRECTION=reverse", after=c)
+    for e, want in ((srv, {"KONN_AGENT_ID": AGENT_ID, "KONN_REVERSE_NAME": "e2e", "KONN_DEST": TARGET,
+                           "_SYSTEMD_UNIT": "konn-server.service"}),
+                    (agt, {"KONN_SERVER_ID": "konn-e2e-server", "KONN_REVERSE_NAME": "e2e",
+                           "_SYSTEMD_UNIT": "konn-agent.service"})):
+        for k, v in want.items():
+            if e.get(k) != v:
+                raise Failure("field %s=%r, expected %r (entry: %r)" % (k, e.get(k), v, e))
+    for path in LOGLEVEL_DROPINS:
+        os.unlink(path)
+    run("systemctl", "reload", "konn-server.service", "konn-agent.service", timeout=60)
+    return "64 KiB echoed via %s -> agent -> server -> %s; journal: %r / %r" % (
+        REVERSE_LISTEN, TARGET, agt.get("MESSAGE"), srv.get("MESSAGE"))
 
 
 @step("security-scores")
@@ -566,7 +650,8 @@ def main():
         return 1
     try:
         steps = [units_active, frontend_socket_permissions, connect_through_frontend, journal_agent_connected,
-                 reload_rotated_certificate, rotated_certificate_presented, security_scores]
+                 reload_rotated_certificate, rotated_certificate_presented, agent_socket_activation,
+                 reverse_through_agent_socket, security_scores]
         if selinux_enabled():  # the qemu SELinux run (run-qemu-selinux.sh)
             steps += [selinux_contexts, stop_drains, selinux_no_avc_denials]
         else:
