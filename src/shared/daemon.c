@@ -186,6 +186,14 @@ int daemon_take_listen_fd_by_address(const char *path, const char *host, uint16_
         return -ENOENT;
 }
 
+void daemon_listen_fds_close(void) {
+        for (unsigned i = 0; i < n_listen; i++) {
+                listen_fds[i] = safe_close(listen_fds[i]);
+                listen_names[i] = mfree(listen_names[i]);
+        }
+        n_listen = 0;
+}
+
 void daemon_listen_fds_done(void) {
         for (unsigned i = 0; i < n_listen; i++) {
                 if (listen_fds[i] >= 0)
@@ -402,7 +410,8 @@ static int daemon_run(const DaemonDescriptor *d, int argc, char *argv[]) {
 finish:
         if (D.manager)
                 D.manager = d->manager_free(D.manager);
-        daemon_listen_fds_done();
+        /* Still waiting for a configuration: nobody looked for listeners yet, so nothing was "ignored". */
+        daemon_listen_fds_close();
         D.event = NULL;
         return r;
 }

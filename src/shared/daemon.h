@@ -35,7 +35,8 @@ int daemon_take_listen_fd(const char *name);
  * "" = a wildcard address of either family). How sockets of one socket unit are told apart: systemd gives every
  * socket of a unit the same FileDescriptorName=. Ownership moves to the caller; -ENOENT if there is none. */
 int daemon_take_listen_fd_by_address(const char *path, const char *host, uint16_t port);
-void daemon_listen_fds_done(void);
+void daemon_listen_fds_done(void);     /* logs each fd never taken, then closes it */
+void daemon_listen_fds_close(void);    /* closes them silently (exit before any listener was set up) */
 /* An HTTP listener on the socket systemd passed as `name` (or one listening on bind:port), else on bind:port (port 0: none, *ret stays NULL).
  * Logs its errors. */
 int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t port, http_handler_t h,

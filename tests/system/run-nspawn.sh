@@ -165,8 +165,8 @@ phase_start
 if inside 300 env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         $(cd "$share/debs" && for f in *.deb; do echo "/mnt/konn-test/debs/$f"; done) >"$work/install.log" 2>&1; then
         enabled=$(inside 10 systemctl is-enabled konn-server.socket konn-server-agent.socket konn-server.service \
-                konn-agent.service | tr '\n' ' ')
-        if [ "$enabled" = "enabled enabled enabled enabled " ]; then
+                konn-agent.service konn-agent.socket | tr '\n' ' ')
+        if [ "$enabled" = "enabled enabled enabled enabled enabled " ]; then
                 pass "apt-install (units enabled: $enabled)"
         else
                 fail "apt-install: units not all enabled: $enabled"

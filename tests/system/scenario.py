@@ -491,10 +491,11 @@ def agent_socket_activation():
         s.close()
     if not got.startswith(b"HTTP/1.1 200") or not got.endswith(b"ok"):
         raise Failure("GET /healthz on the agent's socket answered %r" % got[:200])
-    ignored = [e.get("MESSAGE") for e in journal("-u", "konn-agent") if "Ignoring passed socket" in e.get("MESSAGE", "")]
-    if ignored:
-        raise Failure("the agent ignored passed sockets: %r" % ignored)
     pid = show("konn-agent.service", "MainPID")["MainPID"]
+    ignored = [e.get("MESSAGE") for e in journal("-u", "konn-agent", "_PID=" + pid)
+               if "Ignoring passed socket" in e.get("MESSAGE", "")]
+    if ignored:
+        raise Failure("the agent (pid %s) ignored passed sockets: %r" % (pid, ignored))
     fds = os.listdir("/proc/%s/fd" % pid)
     return "konn-agent.socket: %s; GET /healthz 200 ok (agent pid %s, %d fds)" % (
         " ".join(l.split("=", 1)[1] for l in listen.splitlines() if "=" in l), pid, len(fds))
