@@ -327,6 +327,22 @@ class AgentSocketActivation(konnsd.SdTestCase):
         self.assertEqual(self.stop_daemon(agent), 0)
         self.assertTrue(os.path.exists(revpath))
 
+    def test_unconfigured_agent_exits_without_ignored_socket_lines(self):
+        # A fresh package install: konn-agent.socket passes its sockets to an agent that has no configuration
+        # yet and waits for one; stopping it then is not an "ignored socket".
+        holder = konnsd.SocketHolder()
+        self.closers.append(holder.close)
+        holder.add_tcp("konn-agent")
+        holder.add_tcp("konn-agent")
+        n = self.notify_listener()
+        agent = holder.daemon("agent", [konntest.AGENT_BIN, "--config=" + self.empty_conf,
+                                        "--log-target=stderr-fields"], self.dir,
+                              env={"NOTIFY_SOCKET": n.path}).start()
+        self.daemons.append(agent)
+        agent.wait_for(r"^Waiting for a valid configuration", timeout=10)
+        self.assertEqual(self.stop_daemon(agent), 0)
+        self.assertEqual(agent.find("Ignoring passed socket"), [])
+
     def test_without_systemd_the_agent_binds_its_listeners(self):
         self.start_server()
         health, rev = konntest.free_port(), konntest.free_port()
