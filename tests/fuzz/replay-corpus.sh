@@ -3,6 +3,6 @@
 set -eu
 b=${KONN_BUILDDIR:-.}
 s=${KONN_SRCDIR:-.}
-for t in packet grpc connect conf http; do
+for t in packet grpc connect conf http kubeconfig; do
         "$b/tests/fuzz/fuzz-$t" "$s/tests/fuzz/corpus/$t"
 done
