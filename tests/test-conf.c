@@ -1198,8 +1198,8 @@ static const char *const server_errors[_SV_MAX] = {
         [SV_TCP_PORT_HIGH] = "--server-port 49152 out of range 1024..49151",
         [SV_CLUSTER_CERT] = "--cluster-cert is required",
         [SV_CLUSTER_KEY] = "--cluster-key is required",
-        [SV_CLUSTER_CA] = "--cluster-ca-cert is required unless --insecure-allow-unauthenticated-agents "
-                          "is set",
+        [SV_CLUSTER_CA] = "--cluster-ca-cert is required unless token authentication (--agent-namespace) or "
+                          "--insecure-allow-unauthenticated-agents is set",
         [SV_AGENT_PORT] = "--agent-port 0 out of range 1024..49151",
         [SV_HEALTH_PORT] = "--health-port 80 out of range 1024..49151 (0 disables it)",
         [SV_ADMIN_PORT] = "--admin-port 65535 out of range 1024..49151 (0 disables it)",
@@ -1358,10 +1358,34 @@ START_TEST(test_server_load_errors) {
         ck_assert_str_eq(error, "--server-port must be 0 when --uds-name is set (got 8090)");
         ck_assert_mem_eq(&c, &sentinel, sizeof(c));
         free(error);
+        /* token authentication: all three flags or none, never with --cluster-ca-cert (§8.1) */
         ck_assert_int_eq(server_load(ARGS(UDS_OK, "--agent-namespace=kube-system"), &c, &error), -EINVAL);
-        ck_assert_str_eq(error,
-                         "invalid value 'kube-system' for flag --agent-namespace: not supported by konn "
-                         "(only the default value is accepted)");
+        ck_assert_str_eq(error, "--agent-namespace, --agent-service-account and --authentication-audience must be "
+                                "set together (token authentication)");
+        free(error);
+        ck_assert_int_eq(server_load(ARGS(UDS_OK, "--agent-service-account=konn", "--authentication-audience=a"),
+                                     &c, &error),
+                         -EINVAL);
+        ck_assert_str_eq(error, "--agent-namespace, --agent-service-account and --authentication-audience must be "
+                                "set together (token authentication)");
+        free(error);
+        ck_assert_int_eq(server_load(ARGS(UDS_OK, "--agent-namespace=kube-system", "--agent-service-account=konn",
+                                          "--authentication-audience=a"),
+                                     &c, &error),
+                         -EINVAL);
+        ck_assert_str_eq(error, "--cluster-ca-cert cannot be used with token authentication (--agent-namespace)");
+        free(error);
+        ck_assert_int_eq(server_load(ARGS("--uds-name=/run/k.sock", "--server-port=0", "--cluster-cert=/c",
+                                          "--cluster-key=/k", "--agent-namespace=kube-system",
+                                          "--agent-service-account=konn", "--authentication-audience=a",
+                                          "--kubeconfig=/nonexistent/kubeconfig"),
+                                     &c, &error),
+                         -ENOENT);
+        ck_assert_str_eq(error, "kubeconfig /nonexistent/kubeconfig: cannot read: No such file or directory");
+        free(error);
+        ck_assert_int_eq(server_load(ARGS(UDS_OK, "--enable-lease-controller", "--lease-label=a b"), &c, &error),
+                         -EINVAL);
+        ck_assert_str_eq(error, "--lease-label: 'a b' is not a list of labels k=v,k=v");
         free(error);
         ck_assert_int_eq(server_load(ARGS(UDS_OK, "--agent-port=70000"), &c, &error), -ERANGE);
         ck_assert_str_eq(error, "flag --agent-port: value 70000 out of range 0..65535");

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "endpoint.h"
+#include "kubeconfig.h"
 #include "log.h"
 #include "manager.h"
 #include "reverse.h"
@@ -169,23 +170,65 @@ static const GrpcCallHandler call_handler = {
         .on_end = on_end,
 };
 
+#define TOKEN_FILE_MAX (16 * 1024)
+
+/* "Bearer <token>" from --service-account-token-path, read now: projected tokens rotate (§3.1). Surrounding
+ * whitespace is trimmed (a file written by "kubectl create token >file" ends with a newline, which is not allowed
+ * in an HTTP/2 header value). */
+static int read_authorization(const char *path, char **ret) {
+        _cleanup_free_ char *t = NULL;
+        size_t n, start = 0;
+        int r;
+
+        r = kube_read_file(path, TOKEN_FILE_MAX, &t, &n);
+        if (r < 0)
+                return r;
+        while (n > 0 && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' || t[n - 1] == '\t'))
+                t[--n] = 0;
+        while (start < n && (t[start] == ' ' || t[start] == '\t' || t[start] == '\n' || t[start] == '\r'))
+                start++;
+        if (start == n)
+                return -ENODATA;
+        for (size_t i = start; i < n; i++)
+                if ((unsigned char) t[i] < 0x20 || t[i] == 0x7f)
+                        return -EBADMSG;
+        return asprintf(ret, "Bearer %s", t + start) < 0 ? -ENOMEM : 0;
+}
+
 static void on_ready(H2Conn *c, void *userdata) {
         ServerConn *sc = userdata;
         const AgentConfig *cfg = sc->manager->config;
-        const char *md[] = { "agentid", cfg->agent_id, "agentidentifiers", cfg->agent_identifiers ?: "", NULL, NULL,
-                             NULL };
+        _cleanup_free_ char *authorization = NULL;
+        const char *md[9] = { "agentid", cfg->agent_id, "agentidentifiers", cfg->agent_identifiers ?: "" };
         char features[64] = "";
+        size_t k = 4;
         int r;
 
+        if (cfg->service_account_token_path) {
+                r = read_authorization(cfg->service_account_token_path, &authorization);
+                if (r < 0) {
+                        log_warning_errno(r, "Cannot read the service account token '%s' for %s:%u: %s",
+                                          cfg->service_account_token_path, sc->host, sc->port,
+                                          r == -ENODATA ? "the file is empty"
+                                          : r == -EBADMSG ? "control characters in the token"
+                                          : r == -EFBIG  ? "file too large"
+                                                         : strerror(-r));
+                        h2conn_close(c, r, "cannot read the service account token");
+                        return;
+                }
+                md[k++] = "authorization";
+                md[k++] = authorization;
+        }
         /* konn features this agent wants (an upstream server ignores the header). */
         if (cfg->tunnel_streams)
                 (void) strcat(features, KONN_FEATURE_TUNNEL_STREAMS);
         if (sc->manager->n_listeners > 0)
                 (void) strcat(strcat(features, *features ? "," : ""), KONN_FEATURE_REVERSE);
         if (*features) {
-                md[4] = KONN_FEATURES_HEADER;
-                md[5] = features;
+                md[k++] = KONN_FEATURES_HEADER;
+                md[k++] = features;
         }
+        md[k] = NULL;
 
         if (strchr(sc->host, ':'))
                 (void) snprintf(sc->authority, sizeof(sc->authority), "[%s]:%u", sc->host, sc->port);
@@ -197,6 +240,8 @@ static void on_ready(H2Conn *c, void *userdata) {
                 log_warning_errno(r, "Failed to start the Connect stream to %s:%u: %m", sc->host, sc->port);
                 h2conn_close(c, r, "failed to start stream");
         }
+        if (authorization)
+                explicit_bzero(authorization, strlen(authorization));
 }
 
 static void on_close(H2Conn *c, int error, const char *reason, void *userdata) {

@@ -341,12 +341,12 @@ static int start_attempt(KubeRequest *r) {
         } else if (streq(r->method, "GET"))
                 (void) curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
         if (kc->ca_pem) {
-                struct curl_blob b = { .data = kc->ca_pem, .len = kc->ca_len, .flags = CURL_BLOB_NOCOPY };
+                struct curl_blob b = { .data = kc->ca_pem, .len = kc->ca_len, .flags = CURL_BLOB_COPY };
                 (void) curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &b);
         }
         if (kc->cert_pem && kc->key_pem) {
-                struct curl_blob cb = { .data = kc->cert_pem, .len = kc->cert_len, .flags = CURL_BLOB_NOCOPY };
-                struct curl_blob kb = { .data = kc->key_pem, .len = kc->key_len, .flags = CURL_BLOB_NOCOPY };
+                struct curl_blob cb = { .data = kc->cert_pem, .len = kc->cert_len, .flags = CURL_BLOB_COPY };
+                struct curl_blob kb = { .data = kc->key_pem, .len = kc->key_len, .flags = CURL_BLOB_COPY };
                 (void) curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
                 (void) curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
                 (void) curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
@@ -439,6 +439,10 @@ KubeClient *kube_client_free(KubeClient *c) {
         sd_event_unref(c->event);
         free(c);
         return NULL;
+}
+
+void kube_client_set_config(KubeClient *c, const KubeConfig *config) {
+        c->config = config;
 }
 
 const KubeConfig *kube_client_config(const KubeClient *c) {

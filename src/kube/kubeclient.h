@@ -48,12 +48,15 @@ typedef struct KubeRequestSpec {
         unsigned max_attempts;   /* 0 or 1 = no retry; more only for idempotent requests */
 } KubeRequestSpec;
 
-/* Takes a private copy of nothing: config must outlive the client (the owner swaps both on reload). */
+/* config is borrowed: it must stay valid until the client is freed or given another one. Each attempt copies
+ * what it needs from it (URL, PEM blobs, the token), so requests in flight survive a config swap. */
 int kube_client_new(sd_event *e, const KubeConfig *config, KubeClient **ret, char **ret_error);
 /* Cancels every request (no callbacks) and frees everything. NULL-safe. */
 KubeClient *kube_client_free(KubeClient *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KubeClient *, kube_client_free)
 const KubeConfig *kube_client_config(const KubeClient *c);
+/* Reload: later attempts (and retries of requests in flight) use config. The old one may be freed now. */
+void kube_client_set_config(KubeClient *c, const KubeConfig *config);
 
 int kube_request(KubeClient *c, const KubeRequestSpec *spec, kube_callback_t cb, void *userdata, KubeRequest **ret);
 /* Abandon a request: its callback will not run. NULL-safe. Must not be called from its own callback.

@@ -184,11 +184,111 @@ fail:
         return -EINVAL;
 }
 
-int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message) {
-        static char msg[256];
+static void backend_pending_end(GrpcCall *call, int status, const char *message, void *userdata) {
+        Backend *b = userdata;
+
+        log_debug("Agent '%s' went away while its token was reviewed.", b->agent_id);
+        b->call = NULL;
+        backend_free(b, NULL);
+}
+
+static int backend_pending_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        return 0; /* nothing is routed before the stream is accepted */
+}
+
+static const GrpcCallHandler backend_pending_handler = {
+        .on_packet = backend_pending_packet,
+        .on_end = backend_pending_end,
+};
+
+static void log_refused(Backend *b, const char *reason) {
+        log_struct(LOG_WARNING,
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_AGENT_REFUSED }, { "KONN_AGENT_ID", b->agent_id },
+                              { "KONN_PEER", b->peer }, { "KONN_REASON", reason }),
+                   "Refused agent '%s' (%s): %s.", b->agent_id, b->peer, reason);
+}
+
+/* Accept the stream: response headers, registration. A GrpcStatus > 0 on failure (the caller rejects). */
+static int backend_activate(Backend *b, GrpcCall *call) {
+        Manager *m = b->manager;
         const char *server_count_metadata[7];
         char features[64] = "";
         char count[24];
+        int r;
+
+        (void) snprintf(count, sizeof(count), "%" PRIi64, m->config->server_count);
+        server_count_metadata[0] = "serverid";
+        server_count_metadata[1] = m->config->server_id;
+        server_count_metadata[2] = "servercount";
+        server_count_metadata[3] = count;
+        server_count_metadata[4] = NULL;
+        /* konn-to-konn mode when the agent asks for it (upstream agents never do, upstream servers never answer). */
+        if (m->config->tunnel_streams && b->wants_tunnel_streams) {
+                b->tunnel_streams = true;
+                (void) strcat(features, KONN_FEATURE_TUNNEL_STREAMS);
+        }
+        /* Node → control plane, offered only with destinations to offer. */
+        if (m->n_reverse_dests > 0 && b->wants_reverse) {
+                b->reverse = true;
+                (void) strcat(strcat(features, *features ? "," : ""), KONN_FEATURE_REVERSE);
+        }
+        if (*features) {
+                server_count_metadata[4] = "konn-features";
+                server_count_metadata[5] = features;
+                server_count_metadata[6] = NULL;
+        }
+        r = grpc_call_accept(call, (char *const *) server_count_metadata, &backend_handler, b);
+        if (r < 0)
+                return GRPC_STATUS_INTERNAL;
+        b->call = call;
+        {
+                struct timespec ts;
+                (void) clock_gettime(CLOCK_REALTIME, &ts);
+                b->since_usec = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+        }
+        /* Several streams of one agent: the oldest is used (§3.3); a newcomer waits behind it. */
+        for (Backend *o = m->backends; o; o = o->backends_next)
+                if (streq(o->agent_id, b->agent_id)) {
+                        b->superseded = true;
+                        break;
+                }
+        LIST_PREPEND(backends, m->backends, b);
+        m->n_backends++;
+        log_struct(LOG_INFO,
+                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_AGENT_CONNECTED }, { "KONN_AGENT_ID", b->agent_id },
+                              { "KONN_AGENT_IDENTIFIERS", b->identifiers }, { "KONN_PEER", b->peer }),
+                   "Agent '%s' connected (%s, identifiers '%s'%s%s%s).", b->agent_id, b->peer, b->identifiers,
+                   b->tunnel_streams ? ", one stream per tunnel" : "", b->reverse ? ", node to control plane" : "",
+                   server_config_token_auth(m->config) ? ", token reviewed" : "");
+        manager_update_status(m);
+        return 0;
+}
+
+/* The TokenReview finished (auth.c): accept the deferred stream, or reject it with UNKNOWN (§3.2). */
+static void backend_auth_done(Backend *b, bool ok, const char *reason) {
+        Manager *m = b->manager;
+        GrpcCall *call = b->call;
+        char msg[512];
+        int status;
+
+        LIST_REMOVE(backends, m->authenticating, b);
+        b->authenticating = false;
+        if (ok) {
+                status = backend_activate(b, call);
+                if (status == 0)
+                        return;
+                reason = "cannot accept the stream";
+        } else
+                status = GRPC_STATUS_UNKNOWN;
+        log_refused(b, reason);
+        (void) snprintf(msg, sizeof(msg), "failed to authenticate request: %s", reason);
+        grpc_call_reject(call, status, msg);
+        b->call = NULL;
+        backend_free(b, NULL);
+}
+
+int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **ret_message) {
+        static char msg[512];
         Backend *b;
         unsigned n;
         int r;
@@ -233,59 +333,45 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
                 char cn[128] = "";
                 if (tr->tls && tls_conn_peer_name(tr->tls, cn, sizeof(cn)) >= 0)
                         (void) snprintf(b->peer, sizeof(b->peer), "CN=%s", cn);
+                else if (server_config_token_auth(m->config))
+                        (void) snprintf(b->peer, sizeof(b->peer), "token");
                 else
                         (void) snprintf(b->peer, sizeof(b->peer), "no certificate");
         }
-        (void) snprintf(count, sizeof(count), "%" PRIi64, m->config->server_count);
-        server_count_metadata[0] = "serverid";
-        server_count_metadata[1] = m->config->server_id;
-        server_count_metadata[2] = "servercount";
-        server_count_metadata[3] = count;
-        server_count_metadata[4] = NULL;
-        /* konn-to-konn mode when the agent asks for it (upstream agents never do, upstream servers never answer). */
-        if (m->config->tunnel_streams &&
-            konn_features_has(grpc_call_header(call, "konn-features", 0), KONN_FEATURE_TUNNEL_STREAMS)) {
-                b->tunnel_streams = true;
-                (void) strcat(features, KONN_FEATURE_TUNNEL_STREAMS);
-        }
-        /* Node → control plane, offered only with destinations to offer. */
-        if (m->n_reverse_dests > 0 &&
-            konn_features_has(grpc_call_header(call, "konn-features", 0), KONN_FEATURE_REVERSE)) {
-                b->reverse = true;
-                (void) strcat(strcat(features, *features ? "," : ""), KONN_FEATURE_REVERSE);
-        }
-        if (*features) {
-                server_count_metadata[4] = "konn-features";
-                server_count_metadata[5] = features;
-                server_count_metadata[6] = NULL;
-        }
-        r = grpc_call_accept(call, (char *const *) server_count_metadata, &backend_handler, b);
-        if (r < 0) {
-                backend_free(b, NULL);
-                return GRPC_STATUS_INTERNAL;
-        }
-        b->call = call;
-        {
-                struct timespec ts;
-                (void) clock_gettime(CLOCK_REALTIME, &ts);
-                b->since_usec = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-        }
-        /* Several streams of one agent: the oldest is used (§3.3); a newcomer waits behind it. */
-        for (Backend *o = m->backends; o; o = o->backends_next)
-                if (streq(o->agent_id, b->agent_id)) {
-                        b->superseded = true;
-                        break;
+        b->wants_tunnel_streams =
+                konn_features_has(grpc_call_header(call, "konn-features", 0), KONN_FEATURE_TUNNEL_STREAMS);
+        b->wants_reverse = konn_features_has(grpc_call_header(call, "konn-features", 0), KONN_FEATURE_REVERSE);
+
+        if (server_config_token_auth(m->config)) {
+                const char *reason = NULL;
+
+                if (grpc_call_header_count(call, "authorization") > 1) {
+                        reason = "more than one authorization metadata value";
+                        r = -EACCES;
+                } else
+                        r = auth_start(m, b, grpc_call_header(call, "authorization", 0), backend_auth_done, &reason);
+                if (r == 0) {
+                        /* Reviewed asynchronously: the stream waits, unaccepted; nothing else does. */
+                        b->call = call;
+                        b->authenticating = true;
+                        grpc_call_set_handler(call, &backend_pending_handler, b);
+                        LIST_PREPEND(backends, m->authenticating, b);
+                        return 0;
                 }
-        LIST_PREPEND(backends, m->backends, b);
-        m->n_backends++;
-        log_struct(LOG_INFO,
-                   LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_AGENT_CONNECTED }, { "KONN_AGENT_ID", b->agent_id },
-                              { "KONN_AGENT_IDENTIFIERS", b->identifiers }, { "KONN_PEER", b->peer }),
-                   "Agent '%s' connected (%s, identifiers '%s'%s%s).", b->agent_id, b->peer, b->identifiers,
-                   b->tunnel_streams ? ", one stream per tunnel" : "",
-                   b->reverse ? ", node to control plane" : "");
-        manager_update_status(m);
-        return 0;
+                if (r < 0) {
+                        log_refused(b, reason ?: "authentication failed");
+                        (void) snprintf(msg, sizeof(msg), "failed to authenticate request: %s",
+                                        reason ?: "authentication failed");
+                        *ret_message = msg;
+                        backend_free(b, NULL);
+                        return GRPC_STATUS_UNKNOWN;
+                }
+                /* r == 1: a cached review */
+        }
+        r = backend_activate(b, call);
+        if (r > 0)
+                backend_free(b, NULL);
+        return r;
 }
 
 Backend *backend_free(Backend *b, const char *reason) {
@@ -295,6 +381,11 @@ Backend *backend_free(Backend *b, const char *reason) {
         if (!b)
                 return NULL;
         m = b->manager;
+        if (b->authenticating) {
+                LIST_REMOVE(backends, m->authenticating, b);
+                b->authenticating = false;
+        }
+        auth_cancel(b);
         registered = b->backends_prev || m->backends == b;
         if (registered) {
                 LIST_REMOVE(backends, m->backends, b);

@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include "auth.h"
 #include "h2conn.h"
 #include "idmap.h"
 #include "macro.h"
@@ -29,6 +30,12 @@ struct Backend {
         unsigned n_rstreams;
         bool superseded;       /* an older stream of the same agent exists: that one is used (§3.3) */
         bool draining;
+        bool authenticating;   /* on Manager.authenticating while its TokenReview runs; the call is not accepted */
+        bool wants_tunnel_streams, wants_reverse; /* konn-features asked for, kept while the token is reviewed */
+        KubeRequest *review;   /* the TokenReview in flight */
+        auth_done_t auth_done;
+        char *token;           /* the Bearer token, only while reviewed */
+        uint8_t token_hash[32];
         uint64_t since_usec;
         IdMap *tunnels;        /* connectID → Tunnel (established) */
         Tunnel *pending;       /* dials sent on this stream, waiting for DIAL_RSP */

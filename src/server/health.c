@@ -94,9 +94,18 @@ static int on_health(const HttpRequest *req, HttpResponse *ret, void *userdata) 
 
         if (streq(req->path, "/healthz") || streq(req->path, "/livez"))
                 return http_response_set_text(ret, 200, "ok");
-        if (streq(req->path, "/readyz") || streq(req->path, "/ready"))
+        if (streq(req->path, "/readyz") || streq(req->path, "/ready")) {
+                /* Fail closed (token authentication): while TokenReviews cannot be done, new agents are refused;
+                 * say so rather than "ok". */
+                if (auth_unavailable(m)) {
+                        _cleanup_free_ char *t = NULL;
+                        if (asprintf(&t, "token authentication unavailable: %s", auth_unavailable(m)) < 0)
+                                return -ENOMEM;
+                        return http_response_set_text(ret, 500, t);
+                }
                 return server_ready(m) ? http_response_set_text(ret, 200, "ok")
                                        : http_response_set_text(ret, 500, "no connection to any proxy agent");
+        }
         if (streq(req->path, "/metrics"))
                 return respond_metrics(m, ret);
         return http_response_set_text(ret, 404, "404 page not found\n");

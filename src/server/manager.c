@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "daemon.h"
 #include "h2conn.h"
+#include "lease.h"
 #include "log.h"
 #include "manager.h"
 #include "sock.h"
@@ -430,6 +431,33 @@ static int load_direct_cidrs(Manager *m, const ServerConfig *c) {
         return 0;
 }
 
+/* The Kubernetes client (token authentication, leases). */
+static int start_kube(Manager *m) {
+        const ServerConfig *c = m->config;
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        if (!server_config_needs_kube(c))
+                return 0;
+        r = kube_config_load(c->kubeconfig, c->kubeconfig_allow_insecure, &m->kube_config, &error);
+        if (r < 0)
+                return log_error_errno(r, "%s", error ?: "Out of memory.");
+        r = kube_client_new(m->event, m->kube_config, &m->kube, &error);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the Kubernetes client: %s", error ?: "out of memory");
+        if (server_config_token_auth(c))
+                log_info("Agents authenticate with ServiceAccount tokens (system:serviceaccount:%s:%s, audience "
+                         "'%s'), reviewed by %s (%s).",
+                         c->agent_namespace, c->agent_service_account, c->authentication_audience,
+                         m->kube_config->server, m->kube_config->origin);
+        if (c->enable_lease_controller) {
+                r = lease_controller_new(m, &m->lease);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start the lease controller: %m");
+        }
+        return 0;
+}
+
 int manager_start(Manager *m) {
         const ServerConfig *c = m->config;
         int r;
@@ -443,7 +471,10 @@ int manager_start(Manager *m) {
         r = load_contexts(c, &m->agent_ctx, &m->frontend_ctx);
         if (r < 0)
                 return r;
-        if (!c->cluster_ca_cert || !*c->cluster_ca_cert)
+        r = start_kube(m);
+        if (r < 0)
+                return r;
+        if ((!c->cluster_ca_cert || !*c->cluster_ca_cert) && !server_config_token_auth(c))
                 log_warning("--insecure-allow-unauthenticated-agents is set: agents are accepted WITHOUT any "
                             "authentication. Anyone who can reach port %" PRIi64 " can receive tunnelled traffic.",
                             c->agent_port);
@@ -487,6 +518,18 @@ static size_t stop_count(void *userdata) {
         return m->n_tunnels + m->n_rstreams;
 }
 
+static void stop_continue(void *userdata) {
+        Manager *m = userdata;
+
+        if (m->config->graceful_shutdown_timeout_usec == 0 || stop_count(m) == 0) {
+                (void) sd_event_exit(m->event, 0);
+                return;
+        }
+        log_info("Waiting up to %" PRIu64 " s for %u connection%s to finish.",
+                 m->config->graceful_shutdown_timeout_usec / USEC_PER_SEC, m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
+        (void) daemon_stop_wait(&m->stop_wait, m->event, m->config->graceful_shutdown_timeout_usec, stop_count, m, "Graceful shutdown");
+}
+
 void manager_stop(Manager *m) {
         if (m->stopping)
                 return;
@@ -495,13 +538,10 @@ void manager_stop(Manager *m) {
         /* No new agents or frontend connections; the listening sockets stay open (systemd may hold them). */
         (void) sd_event_source_set_enabled(m->agent_source, SD_EVENT_OFF);
         (void) sd_event_source_set_enabled(m->frontend_source, SD_EVENT_OFF);
-        if (m->config->graceful_shutdown_timeout_usec == 0 || stop_count(m) == 0) {
-                (void) sd_event_exit(m->event, 0);
+        /* Our lease goes first (bounded), so agents stop counting this server at once (§10). */
+        if (m->lease && lease_controller_stop(m->lease, stop_continue, m) >= 0)
                 return;
-        }
-        log_info("Waiting up to %" PRIu64 " s for %u connection%s to finish.",
-                 m->config->graceful_shutdown_timeout_usec / USEC_PER_SEC, m->n_tunnels, m->n_tunnels == 1 ? "" : "s");
-        (void) daemon_stop_wait(&m->stop_wait, m->event, m->config->graceful_shutdown_timeout_usec, stop_count, m, "Graceful shutdown");
+        stop_continue(m);
 }
 
 void manager_reload(Manager *m) {
@@ -521,6 +561,36 @@ void manager_reload(Manager *m) {
                 free(n);
                 goto done;
         }
+        if (server_config_needs_kube(n) != server_config_needs_kube(old) ||
+            n->enable_lease_controller != old->enable_lease_controller ||
+            server_config_token_auth(n) != server_config_token_auth(old))
+                log_warning("Turning token authentication or the lease controller on or off takes effect only after "
+                            "a restart.");
+        if (m->kube && server_config_needs_kube(n)) {
+                /* Re-read the kubeconfig (or the in-cluster files): rotated certificates, a new token, ... */
+                KubeConfig *kc = NULL;
+                r = kube_config_load(n->kubeconfig, n->kubeconfig_allow_insecure, &kc, &error);
+                if (r < 0) {
+                        log_error("Reloading the configuration failed (%s), keeping the running one.",
+                                  error ?: "out of memory");
+                        SSL_CTX_free(actx);
+                        SSL_CTX_free(fctx);
+                        server_config_done(n);
+                        free(n);
+                        goto done;
+                }
+                kube_client_set_config(m->kube, kc);
+                kube_config_free(m->kube_config);
+                m->kube_config = kc;
+        }
+        if (!streq_ptr(n->lease_namespace, old->lease_namespace) || !streq_ptr(n->lease_label, old->lease_label)) {
+                log_warning("Lease settings take effect only after a restart; keeping the running ones.");
+                free(n->lease_namespace);
+                free(n->lease_label);
+                n->lease_namespace = old->lease_namespace ? strdup(old->lease_namespace) : NULL;
+                n->lease_label = old->lease_label ? strdup(old->lease_label) : NULL;
+        }
+        n->enable_lease_controller = old->enable_lease_controller;
         /* What the listeners and the agents already know cannot change without a restart. */
         if (n->mode != old->mode || n->agent_port != old->agent_port || n->server_port != old->server_port ||
             !streq_ptr(n->uds_name, old->uds_name) || !streq_ptr(n->agent_bind_address, old->agent_bind_address) ||
@@ -604,6 +674,12 @@ Manager *manager_free(Manager *m) {
                 h2conn_free(l->conn);
                 link_free(l);
         }
+        while (m->authenticating)
+                backend_free(m->authenticating, NULL);
+        m->lease = lease_controller_free(m->lease);
+        m->kube = kube_client_free(m->kube);
+        m->kube_config = kube_config_free(m->kube_config);
+        auth_done(&m->auth);
         server_health_done(m);
         m->agent_source = sd_event_source_disable_unref(m->agent_source);
         m->frontend_source = sd_event_source_disable_unref(m->frontend_source);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * manager — konn-server's top-level object: the event loop's listeners (agent port, frontend Unix socket or TCP),
- * the TLS contexts, the set of connected agent streams (Backends), every frontend Tunnel, and the server-wide map of
- * pending dials by dial ID ("random"). Owns all of them; created and run by main.c, freed at exit.
+ * the TLS contexts, the set of connected agent streams (Backends, and those whose token is being reviewed), every
+ * frontend Tunnel, the server-wide map of pending dials by dial ID ("random"), and the Kubernetes client with the
+ * lease controller. Owns all of them; created and run by main.c, freed at exit.
  * Loop thread only.
  */
 #pragma once
@@ -11,7 +12,9 @@
 #include <systemd/sd-event.h>
 
 #include "addrlist.h"
+#include "auth.h"
 #include "health.h"
+#include "kubeclient.h"
 #include "idmap.h"
 #include "daemon.h"
 #include "macro.h"
@@ -30,6 +33,11 @@ struct Manager {
 
         AgentLink *links;      /* agent TLS connections */
         Backend *backends;     /* agent Connect streams, newest first */
+        Backend *authenticating; /* agent streams whose TokenReview is in flight (not routable) */
+        KubeConfig *kube_config; /* owned; NULL unless token authentication or the lease controller is on */
+        KubeClient *kube;        /* owned */
+        Auth auth;
+        LeaseController *lease;  /* owned; --enable-lease-controller */
         unsigned n_backends;
         Tunnel *tunnels;       /* every frontend connection */
         unsigned n_tunnels;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <syslog.h>
 
+#include "kubeconfig.h"
+#include "kubeobj.h"
 #include "log.h"
 #include "macro.h"
 #include "addrlist.h"
@@ -15,8 +17,8 @@
 /* Key table notes.
  * - Names, defaults and value syntax are upstream proxy-server's (protocol.md §8.1), so the flags upstream
  *   manifests pass keep working. Flags for features konn lacks are CONF_IGNORED (parsed, bounds-checked,
- *   dropped), except token authentication, which is CONF_UNSUPPORTED: silently ignoring it would accept
- *   agents the operator meant to refuse, so any non-default value is an error (fail closed).
+ *   dropped). --kubeconfig-qps/--kubeconfig-burst are ignored (konn makes a handful of API requests a minute) and
+ *   so is --kube-api-content-type (konn always speaks JSON, which every API server accepts).
  * - Ports are 0..65535 in the table; server_config_validate() narrows them to upstream's 1024..49151, with
  *   0 allowed for --server-port with --uds-name and for --health-port/--admin-port ("listener disabled",
  *   a konn extension).
@@ -33,8 +35,6 @@ static const char *const server_mode_values[] = { "grpc", "http-connect", NULL }
 #define PORT(n, f, d, h) INT(n, f, 0, 65535, d, h)
 #define DURATION(n, f, mn, mx, d, h) \
         { .name = n, .type = CONF_DURATION, .offset = OFF(f), .min = mn, .max = mx, .def = d, .help = h }
-#define UNSUPPORTED(n, h) \
-        { .name = n, .type = CONF_STRING, .offset = CONF_NO_OFFSET, .flags = CONF_UNSUPPORTED, .help = h }
 
 #define SEC ((int64_t) USEC_PER_SEC)
 #define MSEC ((int64_t) USEC_PER_MSEC)
@@ -83,6 +83,22 @@ const ConfKey server_config_table[] = {
         DURATION("backend-dial-timeout", backend_dial_timeout_usec, 0, TEN_YEARS, "15s",
                  "Time limit for an agent to answer a dial (0: none; upstream default: 0)"),
 
+        STRING("agent-namespace", agent_namespace, NULL,
+               "Token authentication: the agents' ServiceAccount namespace (needs --agent-service-account and "
+               "--authentication-audience; agents then present a ServiceAccount token, reviewed with a TokenReview)"),
+        STRING("agent-service-account", agent_service_account, NULL,
+               "Token authentication: the agents' ServiceAccount name"),
+        STRING("authentication-audience", authentication_audience, NULL,
+               "Token authentication: the audience the agents' tokens must carry"),
+        STRING("kubeconfig", kubeconfig, NULL,
+               "Kubernetes client configuration for token authentication and leases (empty: in-cluster "
+               "configuration)"),
+        BOOL("enable-lease-controller", enable_lease_controller, "false",
+             "Publish this server's Lease (renewed every 15 s, 30 s duration) and delete expired ones"),
+        STRING("lease-namespace", lease_namespace, "kube-system", "Namespace of the server Leases"),
+        STRING("lease-label", lease_label, "k8s-app=konnectivity-server",
+               "Labels of this server's Lease and selector of the Leases it garbage-collects (k=v,k=v)"),
+
         /* konn-only */
         BOOL("tunnel-streams", tunnel_streams, "true",
              "Offer konn agents one HTTP/2 stream per tunnel (per-tunnel flow control); upstream agents are "
@@ -110,6 +126,13 @@ const ConfKey server_config_table[] = {
         STRING("direct-cidrs", direct_cidrs, NULL,
                "CIDR[,CIDR...] (IPv4 and IPv6) of destinations this server dials itself instead of through an "
                "agent (empty: none)"),
+        BOOL("kubeconfig-allow-insecure", kubeconfig_allow_insecure, "false",
+             "Accept insecure-skip-tls-verify in the kubeconfig (the API server's certificate is then not checked)"),
+        DURATION("authentication-cache-ttl", authentication_cache_ttl_usec, 0, HOUR, "1m0s",
+                 "How long a successful TokenReview is reused for the same token (never past the token's expiry; "
+                 "0: review every connection)"),
+        DURATION("kube-api-timeout", kube_api_timeout_usec, 100 * MSEC, HOUR, "10s",
+                 "Time limit for one Kubernetes API request"),
         { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),
           .help = "Log level: emerg..debug (default: info, or debug with --v=5 or more)" },
         { .name = "log-target", .type = CONF_ENUM, .offset = OFF(log_target), .def = "auto",
@@ -118,10 +141,6 @@ const ConfKey server_config_table[] = {
         /* upstream flags konn accepts and ignores, or refuses unless left at their default */
         CONF_IGNORED_KEY("enable-profiling", CONF_BOOL, 0, 0, "false", "pprof on the admin port"),
         CONF_IGNORED_KEY("enable-contention-profiling", CONF_BOOL, 0, 0, "false", "block profiling"),
-        UNSUPPORTED("agent-namespace", "Token authentication: expected service account namespace"),
-        UNSUPPORTED("agent-service-account", "Token authentication: expected service account name"),
-        UNSUPPORTED("authentication-audience", "Token authentication: TokenReview audience"),
-        CONF_IGNORED_KEY("kubeconfig", CONF_STRING, 0, 0, NULL, "Kubernetes client configuration"),
         CONF_IGNORED_KEY("kubeconfig-qps", CONF_STRING, 0, 0, "0", "Kubernetes client QPS"),
         CONF_IGNORED_KEY("kubeconfig-burst", CONF_INT, 0, INT32_MAX, "0", "Kubernetes client burst"),
         CONF_IGNORED_KEY("kube-api-content-type", CONF_STRING, 0, 0, "application/vnd.kubernetes.protobuf",
@@ -129,10 +148,6 @@ const ConfKey server_config_table[] = {
         CONF_IGNORED_KEY("xfr-channel-size", CONF_INT, 1, INT32_MAX, "10", "Per-stream packet queue depth"),
         CONF_IGNORED_KEY("frontend-write-channel-size", CONF_INT, 1, INT32_MAX, "10",
                          "Per-frontend packet buffer"),
-        CONF_IGNORED_KEY("enable-lease-controller", CONF_BOOL, 0, 0, "false",
-                         "Publish and collect server leases"),
-        CONF_IGNORED_KEY("lease-namespace", CONF_STRING, 0, 0, "kube-system", "Lease namespace"),
-        CONF_IGNORED_KEY("lease-label", CONF_STRING, 0, 0, "k8s-app=konnectivity-server", "Lease labels"),
         CONF_IGNORED_KEY("warn-on-channel-limit", CONF_BOOL, 0, 0, "true", "Deprecated no-op"),
         CONF_KLOG_KEYS(OFF(verbosity)),
         {}
@@ -161,6 +176,7 @@ static bool strv_contains_only(char *const *l, const char *const *allowed, const
 int server_config_validate(const ServerConfig *c, char **ret_error) {
         static const char *const strategies[] = { "default", "destHost", "defaultRoute", NULL };
         const char *bad;
+        int r;
 
         assert(c);
         assert(ret_error);
@@ -203,10 +219,28 @@ int server_config_validate(const ServerConfig *c, char **ret_error) {
                 return conf_set_error(ret_error, -EINVAL, "--cluster-cert is required");
         if (!c->cluster_key)
                 return conf_set_error(ret_error, -EINVAL, "--cluster-key is required");
-        if (!c->cluster_ca_cert && !c->insecure_allow_unauthenticated_agents)
+        if (!!c->agent_namespace != !!c->agent_service_account ||
+            !!c->agent_namespace != !!c->authentication_audience)
                 return conf_set_error(ret_error, -EINVAL,
-                                      "--cluster-ca-cert is required unless "
-                                      "--insecure-allow-unauthenticated-agents is set");
+                                      "--agent-namespace, --agent-service-account and --authentication-audience "
+                                      "must be set together (token authentication)");
+        if (server_config_token_auth(c) && c->cluster_ca_cert)
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--cluster-ca-cert cannot be used with token authentication "
+                                      "(--agent-namespace)");
+        if (!c->cluster_ca_cert && !c->insecure_allow_unauthenticated_agents && !server_config_token_auth(c))
+                return conf_set_error(ret_error, -EINVAL,
+                                      "--cluster-ca-cert is required unless token authentication "
+                                      "(--agent-namespace) or --insecure-allow-unauthenticated-agents is set");
+        if (c->enable_lease_controller) {
+                if (!c->lease_namespace)
+                        return conf_set_error(ret_error, -EINVAL,
+                                              "--lease-namespace must not be empty with --enable-lease-controller");
+                if (!c->lease_label || kube_labels_validate(c->lease_label) < 0)
+                        return conf_set_error(ret_error, -EINVAL,
+                                              "--lease-label: '%s' is not a list of labels k=v,k=v",
+                                              c->lease_label ?: "");
+        }
 
         if (!port_ok(c->agent_port))
                 return conf_set_error(ret_error, -EINVAL,
@@ -268,7 +302,28 @@ int server_config_validate(const ServerConfig *c, char **ret_error) {
                 free(cidrs);
         }
 
-        return conf_validate_log(c->log_level, c->log_target, ret_error);
+        r = conf_validate_log(c->log_level, c->log_target, ret_error);
+        if (r < 0)
+                return r;
+        if (server_config_needs_kube(c)) {
+                _cleanup_(kube_config_freep) KubeConfig *kc = NULL;
+                _cleanup_free_ char *e = NULL;
+
+                r = kube_config_load(c->kubeconfig, c->kubeconfig_allow_insecure, &kc, &e);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return conf_set_error(ret_error, r, "%s", e);
+        }
+        return 0;
+}
+
+bool server_config_token_auth(const ServerConfig *c) {
+        return c->agent_namespace != NULL;
+}
+
+bool server_config_needs_kube(const ServerConfig *c) {
+        return server_config_token_auth(c) || c->enable_lease_controller;
 }
 
 void server_config_done(ServerConfig *c) {

@@ -40,6 +40,11 @@ typedef struct ServerConfig {
         char **cipher_suites;  /* upstream Go cipher-suite names, stored unchecked; NULL = library default */
         char *tls_min_version; /* NULL (= TLS 1.2), "VersionTLS12" or "VersionTLS13" */
         uint64_t graceful_shutdown_timeout_usec, backend_dial_timeout_usec; /* 0 = off */
+        /* Kubernetes: token authentication (all three or none) and the lease controller */
+        char *agent_namespace, *agent_service_account, *authentication_audience;
+        char *kubeconfig; /* NULL = in-cluster configuration */
+        bool enable_lease_controller;
+        char *lease_namespace, *lease_label;
         /* konn-only: */
         bool tunnel_streams;
         bool insecure_allow_unauthenticated_agents;
@@ -49,6 +54,8 @@ typedef struct ServerConfig {
         char *reverse_destinations; /* NAME=HOST:PORT[,...] (checked by server_config_validate()); NULL = off */
         int64_t max_reverse_per_agent;
         char *direct_cidrs;         /* CIDR[,...] (checked by server_config_validate()); NULL = none */
+        bool kubeconfig_allow_insecure;
+        uint64_t authentication_cache_ttl_usec, kube_api_timeout_usec;
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by server_config_load() */
         int log_target;    /* LogTarget */
@@ -67,8 +74,14 @@ extern const ConfKey server_config_table[];
  * filled; or a negative errno with *ret_error set (a malloc'd message, NULL on -ENOMEM) and nothing else
  * written. *ret is overwritten without being freed first. */
 int server_config_load(ServerConfig *ret, int argc, char *argv[], ConfArgs *ret_args, char **ret_error);
-/* Cross-field rules; -EINVAL with a message naming the flags involved. */
+/* Cross-field rules; -EINVAL with a message naming the flags involved. When token authentication or the lease
+ * controller is on, the kubeconfig (or in-cluster configuration) is loaded too, so --check-config reports its
+ * errors. */
 int server_config_validate(const ServerConfig *c, char **ret_error);
 void server_config_done(ServerConfig *c);
+/* Token authentication is on (--agent-namespace set; validation guarantees the other two). */
+bool server_config_token_auth(const ServerConfig *c);
+/* The Kubernetes client is needed (token authentication or the lease controller). */
+bool server_config_needs_kube(const ServerConfig *c);
 
 void server_config_print_help(FILE *f);

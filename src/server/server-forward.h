@@ -7,3 +7,4 @@ typedef struct Backend Backend;
 typedef struct Tunnel Tunnel;
 typedef struct AgentLink AgentLink;
 typedef struct ReverseStream ReverseStream;
+typedef struct LeaseController LeaseController;

@@ -680,6 +680,24 @@ static const char *call_header_value(const GrpcCall *call, const char *name) {
         return grpc_call_header(call, name, 0);
 }
 
+/* Trailers-only response (headers with grpc-status) for a call that was never accepted. */
+static void call_reject(H2Conn *c, GrpcCall *call, int status, const char *message) {
+        char st[16], msg[512];
+        size_t l = grpc_message_encode(message ? message : "", msg, sizeof(msg));
+        nghttp2_nv nv[] = {
+                { (uint8_t *) ":status", (uint8_t *) "200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+                { (uint8_t *) "content-type", (uint8_t *) "application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE },
+                { (uint8_t *) "grpc-status", (uint8_t *) st, 11, 0, NGHTTP2_NV_FLAG_NONE },
+                { (uint8_t *) "grpc-message", (uint8_t *) msg, 12, l, NGHTTP2_NV_FLAG_NONE },
+        };
+        (void) snprintf(st, sizeof(st), "%d", status);
+        nv[2].valuelen = strlen(st);
+        call->ignore_input = true;
+        call->ended_local = true;
+        call->rst_after_end = true;
+        (void) nghttp2_submit_response(c->session, call->stream_id, nv, l > 0 ? 4 : 3, NULL);
+}
+
 static void server_new_call(H2Conn *c, GrpcCall *call) {
         const char *method = call_header_value(call, ":method"), *ct = call_header_value(call, "content-type");
         const char *message = NULL;
@@ -701,22 +719,7 @@ static void server_new_call(H2Conn *c, GrpcCall *call) {
         }
         if (status == GRPC_STATUS_UNIMPLEMENTED && !message)
                 message = "unknown method";
-        {
-                char st[16], msg[512];
-                size_t l = grpc_message_encode(message ? message : "", msg, sizeof(msg));
-                nghttp2_nv nv[] = {
-                        { (uint8_t *) ":status", (uint8_t *) "200", 7, 3, NGHTTP2_NV_FLAG_NONE },
-                        { (uint8_t *) "content-type", (uint8_t *) "application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE },
-                        { (uint8_t *) "grpc-status", (uint8_t *) st, 11, 0, NGHTTP2_NV_FLAG_NONE },
-                        { (uint8_t *) "grpc-message", (uint8_t *) msg, 12, l, NGHTTP2_NV_FLAG_NONE },
-                };
-                (void) snprintf(st, sizeof(st), "%d", status);
-                nv[2].valuelen = strlen(st);
-                call->ignore_input = true;
-                call->ended_local = true;
-                call->rst_after_end = true;
-                (void) nghttp2_submit_response(c->session, call->stream_id, nv, l > 0 ? 4 : 3, NULL);
-        }
+        call_reject(c, call, status, message);
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *userdata) {
@@ -887,6 +890,18 @@ int grpc_call_accept(GrpcCall *call, char *const *metadata, const GrpcCallHandle
         call->userdata = userdata;
         h2conn_schedule(c);
         return 0;
+}
+
+void grpc_call_reject(GrpcCall *call, int status, const char *message) {
+        if (!call)
+                return;
+        if (call->client || call->responded || call->ended_local || call->finishing) {
+                grpc_call_finish(call, status, message);
+                return;
+        }
+        call->handler = NULL;
+        call_reject(call->conn, call, status, message);
+        h2conn_schedule(call->conn);
 }
 
 const char *grpc_call_path(const GrpcCall *call) {

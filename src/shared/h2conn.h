@@ -95,8 +95,14 @@ void h2conn_set_userdata(H2Conn *c, void *userdata);
 /* Client: start a call. headers: name/value pairs for extra metadata, NULL-terminated array of 2*n strings. */
 int grpc_call_start(H2Conn *c, const char *path, const char *authority, char *const *metadata,
                     const GrpcCallHandler *h, void *userdata, GrpcCall **ret);
-/* Server: take a call offered by on_call and send response headers (:status 200, content-type, metadata). */
+/* Server: take a call offered by on_call and send response headers (:status 200, content-type, metadata).
+ * on_call may also return 0 without accepting (deferred: e.g. while a token is reviewed); it then sets a handler
+ * with grpc_call_set_handler() to hear of the peer going away, and later accepts or rejects the call. */
 int grpc_call_accept(GrpcCall *call, char *const *metadata, const GrpcCallHandler *h, void *userdata);
+
+/* Server: refuse a deferred call that was never accepted with a trailers-only response carrying status and
+ * message (an accepted call is finished with them instead). Detaches the handler. */
+void grpc_call_reject(GrpcCall *call, int status, const char *message);
 
 const char *grpc_call_path(const GrpcCall *call);
 /* Request headers (server, during on_call) or response headers (client, during on_headers); dropped after. */

@@ -37,6 +37,7 @@ typedef struct LogField {
 #define KONN_MESSAGE_DIAL_FAILED "2f0a6b3e4b5c4e5f9a1d7c3b8e6f0a17"
 #define KONN_MESSAGE_RELOAD "2f0a6b3e4b5c4e5f9a1d7c3b8e6f0a18"
 #define KONN_MESSAGE_STARTED "2f0a6b3e4b5c4e5f9a1d7c3b8e6f0a19"
+#define KONN_MESSAGE_AGENT_REFUSED "2f0a6b3e4b5c4e5f9a1d7c3b8e6f0a1a"
 
 void log_set_max_level(int level);
 int log_get_max_level(void);

@@ -38,7 +38,7 @@ class TestConfig(kt.KonnTestCase):
     def test_server_requires_cluster_ca(self):
         """Scenario 16a: without --cluster-ca-cert the server refuses to start and names the escape hatch."""
         argv = [a for a in self.server_argv(kt.free_port()) if not a.startswith("--cluster-ca-cert=")]
-        self.assert_refused(argv, r"--cluster-ca-cert is required unless --insecure-allow-unauthenticated-agents")
+        self.assert_refused(argv, r"--cluster-ca-cert is required unless token authentication \(--agent-namespace\) or --insecure-allow-unauthenticated-agents")
         self.assertFalse(os.path.exists(self.sock_path))
 
     def test_server_insecure_flag(self):
