@@ -9,13 +9,15 @@
 
 #include "addrlist.h"
 #include "agent-config.h"
+#include "kubeconfig.h"
 #include "log.h"
 #include "macro.h"
 
 /* Key table notes.
  * - Names, defaults and value syntax are upstream proxy-agent's (protocol.md §8.2): upstream's test harness
  *   passes every flag, defaults included (--alpn-proto=[] --keepalive-time=1h0m0s ...), so all of them must
- *   parse. Lease and profiling flags are CONF_IGNORED; --count-server-leases is stored but unused.
+ *   parse. Profiling flags are CONF_IGNORED, and so is --kube-api-content-type (konn always speaks JSON).
+ *   --lease-label is upstream's hidden, deprecated alias of --lease-label-selector (same field; the later wins).
  * - --dial-timeout defaults to upstream's hard-coded 5 s.
  * - --health-server-port/--admin-server-port 0 disable the listener (a konn extension; upstream
  *   needs > 0). */
@@ -70,13 +72,32 @@ const ConfKey agent_config_table[] = {
         STRING("admin-bind-address", admin_bind_address, "127.0.0.1", "Admin listener bind address"),
         PORT("admin-server-port", admin_server_port, 0, "8094", "Admin listener port (0: disabled)"),
         BOOL("count-server-leases", count_server_leases, "false",
-             "Count servers from Kubernetes leases (not implemented by konn)"),
+             "Count server replicas from their Leases in the Kubernetes API (with --lease-namespace and "
+             "--lease-label-selector)"),
+        STRING("lease-namespace", lease_namespace, "kube-system", "Namespace of the server Leases"),
+        STRING("lease-label-selector", lease_label_selector, "k8s-app=konnectivity-server",
+               "Label selector of the server Leases"),
+        { .name = "lease-label", .type = CONF_STRING, .offset = OFF(lease_label_selector),
+          .def = "k8s-app=konnectivity-server", .flags = CONF_HIDDEN,
+          .help = "Deprecated alias of --lease-label-selector" },
+        { .name = "server-count-source", .type = CONF_ENUM, .offset = OFF(server_count_source), .def = "default",
+          .enum_values = server_count_source_values,
+          .help = "default: the lease count when --count-server-leases is on, else the servers' servercount; max: "
+                  "the larger of both" },
+        STRING("kubeconfig", kubeconfig, NULL,
+               "Kubernetes client configuration for lease counting (empty: in-cluster configuration)"),
 
         /* konn-only */
         DURATION("dial-timeout", dial_timeout_usec, MSEC, HOUR, "5s",
                  "Time limit for dialling a destination"),
         DURATION("handshake-timeout", handshake_timeout_usec, MSEC, HOUR, "10s",
                  "Time limit for the TLS handshake with a server"),
+        BOOL("kubeconfig-allow-insecure", kubeconfig_allow_insecure, "false",
+             "Accept insecure-skip-tls-verify in the kubeconfig (the API server's certificate is then not checked)"),
+        DURATION("kube-api-timeout", kube_api_timeout_usec, 100 * MSEC, HOUR, "10s",
+                 "Time limit for one Kubernetes API request"),
+        DURATION("lease-count-interval", lease_count_interval_usec, 100 * MSEC, HOUR, "10s",
+                 "How often the server Leases are listed (upstream's informer resync: 10s)"),
         BOOL("tunnel-streams", tunnel_streams, "true",
              "Ask konn servers for one HTTP/2 stream per tunnel (per-tunnel flow control); upstream servers "
              "ignore the request"),
@@ -103,16 +124,6 @@ const ConfKey agent_config_table[] = {
         CONF_IGNORED_KEY("enable-contention-profiling", CONF_BOOL, 0, 0, "false", "block profiling"),
         CONF_IGNORED_KEY("xfr-channel-size", CONF_INT, 1, INT32_MAX, "150", "Per-connection queue depth"),
         CONF_IGNORED_KEY("warn-on-channel-limit", CONF_BOOL, 0, 0, "false", "Log when a queue is full"),
-        CONF_IGNORED_KEY("lease-namespace", CONF_STRING, 0, 0, "kube-system", "Lease namespace"),
-        CONF_IGNORED_KEY("lease-label-selector", CONF_STRING, 0, 0, "k8s-app=konnectivity-server",
-                         "Lease label selector"),
-        { .name = "lease-label", .type = CONF_STRING, .offset = CONF_NO_OFFSET,
-          .def = "k8s-app=konnectivity-server", .flags = CONF_IGNORED | CONF_HIDDEN,
-          .help = "Deprecated alias of --lease-label-selector" },
-        { .name = "server-count-source", .type = CONF_ENUM, .offset = CONF_NO_OFFSET, .def = "default",
-          .enum_values = server_count_source_values, .flags = CONF_IGNORED,
-          .help = "How the server count is derived" },
-        CONF_IGNORED_KEY("kubeconfig", CONF_STRING, 0, 0, NULL, "Kubernetes client configuration"),
         CONF_IGNORED_KEY("kube-api-content-type", CONF_STRING, 0, 0, "application/vnd.kubernetes.protobuf",
                          "Kubernetes client content type"),
         CONF_KLOG_KEYS(OFF(verbosity)),
@@ -217,7 +228,26 @@ int agent_config_validate(const AgentConfig *c, char **ret_error) {
                         return conf_set_error(ret_error, -EINVAL, "--reverse-listen: %s", why);
                 named_addr_list_free(l, (size_t) r);
         }
-        return conf_validate_log(c->log_level, c->log_target, ret_error);
+        r = conf_validate_log(c->log_level, c->log_target, ret_error);
+        if (r < 0)
+                return r;
+        if (c->count_server_leases) {
+                _cleanup_(kube_config_freep) KubeConfig *kc = NULL;
+                _cleanup_free_ char *e = NULL;
+
+                if (!c->lease_namespace)
+                        return conf_set_error(ret_error, -EINVAL,
+                                              "--lease-namespace must not be empty with --count-server-leases");
+                if (c->lease_label_selector && !conf_is_printable_ascii(c->lease_label_selector))
+                        return conf_set_error(ret_error, -EINVAL,
+                                              "--lease-label-selector must consist of printable ASCII characters");
+                r = kube_config_load(c->kubeconfig, c->kubeconfig_allow_insecure, &kc, &e);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return conf_set_error(ret_error, r, "%s", e);
+        }
+        return 0;
 }
 
 void agent_config_done(AgentConfig *c) {

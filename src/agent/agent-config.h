@@ -14,6 +14,12 @@
 
 #include "conf.h"
 
+typedef enum ServerCountSource {
+        SERVER_COUNT_SOURCE_UNSET,   /* "" = default */
+        SERVER_COUNT_SOURCE_DEFAULT, /* leases alone when lease counting is on, else the servercount header */
+        SERVER_COUNT_SOURCE_MAX,     /* max(leases, servercount header) */
+} ServerCountSource;
+
 typedef struct AgentConfig {
         char *proxy_server_host; /* never NULL after agent_config_load() */
         int64_t proxy_server_port;
@@ -29,7 +35,10 @@ typedef struct AgentConfig {
         int64_t health_server_port; /* 0 = no health listener */
         char *admin_bind_address;
         int64_t admin_server_port; /* 0 = no admin listener */
-        bool count_server_leases;  /* stored only; konn has no lease counting */
+        bool count_server_leases;  /* count servers from Leases (§3.4) */
+        char *lease_namespace, *lease_label_selector;
+        int server_count_source;   /* ServerCountSource */
+        char *kubeconfig;          /* NULL = in-cluster configuration */
         /* konn-only: */
         uint64_t dial_timeout_usec;
         uint64_t drain_timeout_usec;
@@ -37,6 +46,8 @@ typedef struct AgentConfig {
         char *reverse_listen;   /* NAME=ADDRESS[,...] (checked by agent_config_validate()); NULL = none */
         uint64_t handshake_timeout_usec;
         int64_t stream_window_size, connection_window_size, relay_chunk_size;
+        bool kubeconfig_allow_insecure;
+        uint64_t kube_api_timeout_usec, lease_count_interval_usec;
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by agent_config_load() */
         int log_target;    /* LogTarget */
@@ -52,6 +63,8 @@ extern const ConfKey agent_config_table[];
 /* Same contract as server_config_load(): 0 with *ret and *ret_args filled, a positive ConfAction with only
  * *ret_args filled, or a negative errno with *ret_error set and nothing else written. */
 int agent_config_load(AgentConfig *ret, int argc, char *argv[], ConfArgs *ret_args, char **ret_error);
+/* With --count-server-leases the kubeconfig (or in-cluster configuration) is loaded too, so --check-config
+ * reports its errors. */
 int agent_config_validate(const AgentConfig *c, char **ret_error);
 void agent_config_done(AgentConfig *c);
 

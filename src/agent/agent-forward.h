@@ -7,3 +7,4 @@ typedef struct ServerConn ServerConn;
 typedef struct Endpoint Endpoint;
 typedef struct ReverseConn ReverseConn;
 typedef struct ReverseListener ReverseListener;
+typedef struct LeaseCounter LeaseCounter;

@@ -11,6 +11,7 @@
 #include "bufpool.h"
 #include "conf.h"
 #include "daemon.h"
+#include "leasecount.h"
 #include "log.h"
 #include "manager.h"
 #include "serverconn.h"
@@ -212,12 +213,39 @@ bool manager_has_server_id(Manager *m, ServerConn *except, const char *id) {
         return false;
 }
 
+/* §3.4: --server-count-source=default uses the lease count alone when lease counting is on; max uses the larger of
+ * leases and the newest servercount. */
+static int64_t effective_server_count(const Manager *m) {
+        int64_t response = m->response_count > 0 ? m->response_count : 1;
+
+        if (!m->config->count_server_leases)
+                return response;
+        if (m->config->server_count_source == SERVER_COUNT_SOURCE_MAX)
+                return MAX(m->lease_count, response);
+        return m->lease_count > 0 ? m->lease_count : 1;
+}
+
+void manager_set_lease_count(Manager *m, int64_t n) {
+        int64_t before = m->server_count;
+
+        m->lease_count = n;
+        m->server_count = effective_server_count(m);
+        if (m->server_count != before) {
+                log_info("Server count is now %" PRIi64 " (%" PRIi64 " valid lease%s).", m->server_count, n,
+                         n == 1 ? "" : "s");
+                manager_update_status(m);
+                if (m->server_count > before && !m->attempting && !m->draining)
+                        manager_schedule_sync(m, jitter(m, m->config->sync_interval_usec));
+        }
+}
+
 void manager_conn_ready(Manager *m, ServerConn *sc) {
         const AgentConfig *c = m->config;
 
         m->n_ready++;
         m->attempting = false;
-        m->server_count = sc->server_count > 0 ? sc->server_count : 1;
+        m->response_count = sc->server_count > 0 ? sc->server_count : 1;
+        m->server_count = effective_server_count(m);
         m->backoff_usec = c->sync_interval_usec;
         log_struct(LOG_INFO,
                    LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_SERVER_CONNECTED }, { "KONN_SERVER_ID", sc->server_id },
@@ -344,6 +372,11 @@ int manager_start(Manager *m) {
         r = reverse_start(m);
         if (r < 0)
                 return r;
+        if (c->count_server_leases) {
+                r = lease_counter_new(m, &m->lease);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start counting server leases: %m");
+        }
         m->backoff_usec = c->sync_interval_usec;
         r = sd_event_add_time_relative(m->event, &m->sync_timer, CLOCK_MONOTONIC, 0, 0, on_sync, m);
         if (r < 0)
@@ -410,11 +443,18 @@ void manager_reload(Manager *m) {
                 free(n->agent_id);
                 n->agent_id = strdup(old->agent_id);
         }
+        if (n->count_server_leases != old->count_server_leases) {
+                log_warning("Turning lease counting on or off takes effect only after a restart.");
+                n->count_server_leases = old->count_server_leases;
+        }
         SSL_CTX_free(m->ctx);
         m->ctx = ctx;
         m->config = n;
         agent_config_done(old);
         free(old);
+        if (m->lease)
+                (void) lease_counter_reload(m->lease); /* re-reads the kubeconfig */
+        m->server_count = effective_server_count(m);
         log_set_max_level(n->log_level);
         log_set_target(n->log_target);
         log_struct(LOG_INFO, LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_RELOAD }),
@@ -439,6 +479,7 @@ int manager_new(sd_event *e, AgentConfig *config, Manager **ret) {
         m->server_count = 1;
         /* Only here: buffers in use keep their size, so a reload cannot change it. */
         (void) bufpool_set_chunk_size((size_t) config->relay_chunk_size);
+        m->lease_count = 1;
         if (getrandom(&m->rng, sizeof(m->rng), 0) != sizeof(m->rng))
                 m->rng = (uint64_t) time(NULL) ^ (uint64_t) getpid();
         if (agent_health_init(m) < 0) {
@@ -452,6 +493,7 @@ int manager_new(sd_event *e, AgentConfig *config, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        m->lease = lease_counter_free(m->lease);
         while (m->conns) {
                 ServerConn *sc = m->conns;
                 LIST_REMOVE(conns, m->conns, sc);

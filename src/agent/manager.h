@@ -2,7 +2,8 @@
 /*
  * manager — konn-agent's top-level object: the TLS client context, the resolver, and the set of connections to
  * konn-server replicas with the loop that keeps them (one new connection per attempt, backoff on failure, duplicate
- * server IDs closed). Owns every ServerConn. Created and run by main.c. Loop thread only.
+ * server IDs closed), with the server count from the servers' servercount or from Leases. Owns every ServerConn and
+ * the LeaseCounter. Created and run by main.c. Loop thread only.
  */
 #pragma once
 
@@ -44,7 +45,10 @@ struct Manager {
         ServerConn *conns;
         unsigned n_conns;         /* all, including the one being set up */
         unsigned n_ready;
-        int64_t server_count;     /* from the newest successful connection; 1 until known */
+        int64_t server_count;     /* the count the sync loop aims at (--server-count-source); 1 until known */
+        int64_t response_count;   /* servercount of the newest successful new connection; 0 until known */
+        int64_t lease_count;      /* valid server Leases (last good list; 1 until known), --count-server-leases */
+        LeaseCounter *lease;      /* owned; --count-server-leases */
         bool attempting;
         uint64_t backoff_usec;
         sd_event_source *sync_timer;
@@ -86,6 +90,8 @@ void manager_count_packet(Manager *m, const char *segment, int packet_type);
 void manager_conn_ready(Manager *m, ServerConn *sc);
 void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready);
 bool manager_has_server_id(Manager *m, ServerConn *except, const char *id);
+/* The lease counter's latest count: recompute the server count and wake the sync loop when it grew. */
+void manager_set_lease_count(Manager *m, int64_t n);
 void manager_update_status(Manager *m);
 /* A connection came or went: update STATUS= within a second (and return memory once none is left). */
 void manager_status_changed(Manager *m);

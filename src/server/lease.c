@@ -146,7 +146,7 @@ static void do_create(LeaseController *lc) {
 
         lc->acquire_usec = now;
         if (asprintf(&p, LEASE_API "%s/leases", lc->ns) < 0 ||
-            kube_lease_build(lc->ns, lc->name, lc->holder, LEASE_DURATION_SEC, lc->labels, now, now, NULL, &body) < 0)
+            kube_lease_build(lc->ns, lc->name, lc->holder, (int64_t) (lc->manager->config->lease_duration_usec / USEC_PER_SEC), lc->labels, now, now, NULL, &body) < 0)
                 return;
         (void) request(lc, STEP_CREATE, "POST", p, body);
 }
@@ -156,7 +156,7 @@ static void do_update(LeaseController *lc) {
         int64_t now = realtime_usec();
 
         if (own_path(lc, &p) < 0 ||
-            kube_lease_build(lc->ns, lc->name, lc->holder, LEASE_DURATION_SEC, lc->labels,
+            kube_lease_build(lc->ns, lc->name, lc->holder, (int64_t) (lc->manager->config->lease_duration_usec / USEC_PER_SEC), lc->labels,
                              lc->acquire_usec ?: now, now, lc->rv, &body) < 0)
                 return;
         (void) request(lc, STEP_UPDATE, "PUT", p, body);
@@ -314,7 +314,7 @@ static void on_step(const KubeResponse *r, void *userdata) {
 static int on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         LeaseController *lc = userdata;
 
-        (void) sd_event_source_set_time_relative(s, LEASE_RENEW_USEC);
+        (void) sd_event_source_set_time_relative(s, lc->manager->config->lease_renew_interval_usec);
         (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
         if (lc->stopping || lc->req)
                 return 0; /* the previous tick is still at work (slow API server): skip this one */

@@ -133,6 +133,11 @@ const ConfKey server_config_table[] = {
                  "0: review every connection)"),
         DURATION("kube-api-timeout", kube_api_timeout_usec, 100 * MSEC, HOUR, "10s",
                  "Time limit for one Kubernetes API request"),
+        DURATION("lease-renew-interval", lease_renew_interval_usec, 100 * MSEC, HOUR, "15s",
+                 "How often the lease controller renews this server's Lease and collects expired ones "
+                 "(upstream: 15s)"),
+        DURATION("lease-duration", lease_duration_usec, SEC, HOUR, "30s",
+                 "leaseDurationSeconds of this server's Lease (upstream: 30s; must exceed --lease-renew-interval)"),
         { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),
           .help = "Log level: emerg..debug (default: info, or debug with --v=5 or more)" },
         { .name = "log-target", .type = CONF_ENUM, .offset = OFF(log_target), .def = "auto",
@@ -236,6 +241,9 @@ int server_config_validate(const ServerConfig *c, char **ret_error) {
                 if (!c->lease_namespace)
                         return conf_set_error(ret_error, -EINVAL,
                                               "--lease-namespace must not be empty with --enable-lease-controller");
+                if (c->lease_duration_usec <= c->lease_renew_interval_usec)
+                        return conf_set_error(ret_error, -EINVAL,
+                                              "--lease-duration must be longer than --lease-renew-interval");
                 if (!c->lease_label || kube_labels_validate(c->lease_label) < 0)
                         return conf_set_error(ret_error, -EINVAL,
                                               "--lease-label: '%s' is not a list of labels k=v,k=v",

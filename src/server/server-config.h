@@ -56,6 +56,7 @@ typedef struct ServerConfig {
         char *direct_cidrs;         /* CIDR[,...] (checked by server_config_validate()); NULL = none */
         bool kubeconfig_allow_insecure;
         uint64_t authentication_cache_ttl_usec, kube_api_timeout_usec;
+        uint64_t lease_renew_interval_usec, lease_duration_usec;
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by server_config_load() */
         int log_target;    /* LogTarget */
