@@ -237,8 +237,14 @@ static void request_done(KubeRequest *r, CURLcode code) {
 
         resp.duration_usec = now_usec() - r->started_usec;
         if (code == CURLE_OK) {
+                long version = 0;
+
                 (void) curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+                (void) curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &version);
                 resp.status = status;
+                log_debug("Kubernetes API %s %s: HTTP %ld over %s in %" PRIu64 " ms.", r->method, r->url, status,
+                          version == CURL_HTTP_VERSION_2_0 ? "HTTP/2" : "HTTP/1.1",
+                          resp.duration_usec / USEC_PER_MSEC);
         } else {
                 resp.error = r->too_big ? -EFBIG : curl_error_to_errno(code);
                 resp.reason = r->too_big ? "response too large"

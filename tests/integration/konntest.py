@@ -861,7 +861,9 @@ class KonnTestCase(unittest.TestCase):
             return super().run(result)
         finally:
             failed = len(result.failures) + len(result.errors) > before
-            if failed:
+            if not hasattr(self, "dir"):
+                pass  # setUp never ran (a class-level skip, or setUpClass failed)
+            elif failed:
                 sys.stderr.write("\n---- %s failed; test directory kept: %s\n" % (self.id(), self.dir))
                 for d in self.daemons:
                     sys.stderr.write("---- %s log tail:\n%s\n" % (d.name, d.tail(40)))

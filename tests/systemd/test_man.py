@@ -82,13 +82,13 @@ class ManPages(unittest.TestCase):
 
     def test_message_ids_match_log_h(self):
         ids = message_ids()
-        self.assertEqual(len(ids), 9)
+        self.assertEqual(len(ids), 10)
         quoted = {}
         for page in ("konn-server.8", "konn-agent.8"):
             quoted[page] = set(re.findall(r"\b[0-9a-f]{32}\b", self.pages[page][1]))
             self.assertTrue(quoted[page] <= set(ids.values()), quoted[page] - set(ids.values()))
-        server = {"STARTED", "AGENT_CONNECTED", "AGENT_DISCONNECTED", "TUNNEL_OPENED", "TUNNEL_CLOSED", "DIAL_FAILED",
-                  "RELOAD"}
+        server = {"STARTED", "AGENT_CONNECTED", "AGENT_DISCONNECTED", "AGENT_REFUSED", "TUNNEL_OPENED",
+                  "TUNNEL_CLOSED", "DIAL_FAILED", "RELOAD"}
         agent = {"STARTED", "SERVER_CONNECTED", "SERVER_DISCONNECTED", "TUNNEL_OPENED", "TUNNEL_CLOSED",
                  "DIAL_FAILED", "RELOAD"}
         self.assertEqual(quoted["konn-server.8"], {ids[k] for k in server})
