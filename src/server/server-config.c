@@ -294,7 +294,6 @@ int server_config_validate(const ServerConfig *c, char **ret_error) {
                 _cleanup_free_ char *why = NULL;
                 NamedAddr *l = NULL;
                 Cidr *cidrs = NULL;
-                int r;
 
                 r = named_addr_list_parse(c->reverse_destinations, false, &l, &why);
                 if (r == -ENOMEM)
