@@ -147,6 +147,14 @@ static int on_headers(GrpcCall *call, void *userdata) {
         return 0;
 }
 
+/* The rate-limit key of this server address in log lines ("host/port": one key per server, not per host). */
+static const char *server_conn_key(ServerConn *sc) {
+        static char key[300];
+
+        (void) snprintf(key, sizeof(key), "%s/%u", sc->host, sc->port);
+        return key;
+}
+
 static void on_end(GrpcCall *call, int status, const char *message, void *userdata) {
         ServerConn *sc = userdata;
 
@@ -159,7 +167,7 @@ static void on_end(GrpcCall *call, int status, const char *message, void *userda
         else if (sc->server_id && manager_has_server_id(sc->manager, sc, sc->server_id))
                 ; /* duplicate, already logged */
         else
-                log_warning("Connect stream to %s:%u failed: %s (%s).", sc->host, sc->port,
+                log_peer_warning(server_conn_key(sc), "Connect stream to %s:%u failed: %s (%s).", sc->host, sc->port,
                             message ?: "no reason given", grpc_status_to_string(status));
         server_conn_teardown(sc, message);
 }
@@ -251,7 +259,8 @@ static void on_close(H2Conn *c, int error, const char *reason, void *userdata) {
                 return; /* we let go of this connection already */
         sc->conn = NULL; /* frees itself */
         if (sc->state != SERVER_CONN_READY && !sc->server_id)
-                log_warning("Connection to server %s:%u failed: %s", sc->host, sc->port, reason ?: strerror(-error));
+                log_peer_warning(server_conn_key(sc), "Connection to server %s:%u failed: %s", sc->host, sc->port,
+                                 reason ?: strerror(-error));
         server_conn_teardown(sc, reason);
 }
 
@@ -321,7 +330,8 @@ static int start_tls(ServerConn *sc) {
 }
 
 static void fail_early(ServerConn *sc, const char *what, int error) {
-        log_warning_errno(error, "Connection to server %s:%u failed: %s: %m", sc->host, sc->port, what);
+        log_peer_warning_errno(error, server_conn_key(sc), "Connection to server %s:%u failed: %s: %m", sc->host, sc->port,
+                               what);
         server_conn_teardown(sc, what);
 }
 

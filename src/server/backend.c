@@ -308,6 +308,18 @@ int backend_on_call(Manager *m, AgentLink *link, GrpcCall *call, const char **re
                 return GRPC_STATUS_UNKNOWN;
         }
 
+        if ((int64_t) m->n_backends >= m->config->max_agents) {
+                bool known = false;
+
+                /* A reconnecting agent replaces its older stream (§3.3): that one does not count as another. */
+                for (Backend *i = m->backends; i && !known; i = i->backends_next)
+                        known = streq_ptr(i->agent_id, grpc_call_header(call, "agentid", 0));
+                if (!known) {
+                        manager_refused(m, "agents", grpc_call_header(call, "agentid", 0), "the stream of agent");
+                        *ret_message = "too many agents";
+                        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+                }
+        }
         b = calloc(1, sizeof(Backend));
         if (!b)
                 return GRPC_STATUS_RESOURCE_EXHAUSTED;

@@ -203,6 +203,10 @@ static void start_dial(Tunnel *t, const ConnectRequest *req) {
                 respond_static(t, CONNECT_RESPONSE_NO_AGENT);
                 return;
         }
+        if (r == -EBUSY || r == -EUSERS) {
+                respond_static(t, r == -EBUSY ? CONNECT_RESPONSE_LIMIT_DIALS : CONNECT_RESPONSE_LIMIT_AGENT);
+                return;
+        }
         if (r < 0) {
                 char buf[512];
                 size_t len;

@@ -206,6 +206,9 @@ static void front_dial(Tunnel *t, const Packet *p) {
                            "No agent available for a dial to '%s' from %s.", t->dest, t->peer);
                 front_send_dial_error(t, "No agent available");
                 t->ignore_input = true;
+        } else if (r == -EBUSY || r == -EUSERS) {
+                front_send_dial_error(t, r == -EBUSY ? "too many pending dials" : "every agent is at its tunnel limit");
+                t->ignore_input = true;
         } else if (r < 0) {
                 char err[128];
                 (void) snprintf(err, sizeof(err), "failed to send the dial request: %s", strerror(-r));
@@ -407,6 +410,11 @@ int grpc_frontend_on_call(Manager *m, const char *peer, GrpcCall *call, const ch
 
         if (!streq_ptr(grpc_call_path(call), "/ProxyService/Proxy"))
                 return GRPC_STATUS_UNIMPLEMENTED;
+        if (!manager_frontend_has_room(m)) {
+                manager_refused(m, "frontend_connections", peer, "a Proxy stream");
+                *ret_message = "too many frontend connections";
+                return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        }
         t = tunnel_alloc(m, TUNNEL_GRPC, peer);
         if (!t)
                 return GRPC_STATUS_RESOURCE_EXHAUSTED;

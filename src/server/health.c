@@ -240,6 +240,17 @@ int server_health_init(Manager *m) {
         m->direct_connections = metric_new(m->health.registry, METRIC_GAUGE, "konn_server_direct_connections",
                                            "Established direct connections (direct-cidrs).", NULL, NULL, 0);
         metrics_add_process_collector(m->health.registry);
+        /* konn's own family: refusals by the limits of the README's "Limits" section, each label present from
+         * the start. */
+        m->limit_refusals = metric_new(m->health.registry, METRIC_COUNTER, "konn_server_limit_refusals_total",
+                                       "Connections, streams and dials refused by a konn limit, by limit.",
+                                       (const char *const[]){ "limit", NULL }, NULL, 0);
+        if (!m->limit_refusals)
+                return log_oom();
+        for (const char *const *l = (const char *const[]){ "agents", "file_descriptors", "frontend_connections",
+                                                           "pending_dials", "tunnels_per_agent", NULL };
+             *l; l++)
+                metric_touch(m->limit_refusals, (const char *const[]){ *l });
         return 0;
 }
 

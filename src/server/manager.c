@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 
 #include "backend.h"
 #include "bufpool.h"
+#include "connect.h"
 #include "conf.h"
 #include "daemon.h"
 #include "h2conn.h"
@@ -35,6 +37,10 @@ struct AgentLink {
 };
 
 static void link_free(AgentLink *l) {
+        if (l->frontend)
+                l->manager->n_frontend_links--;
+        else
+                l->manager->n_agent_links--;
         LIST_REMOVE(links, l->manager->links, l);
         free(l);
 }
@@ -68,8 +74,9 @@ static void link_on_close(H2Conn *c, int error, const char *reason, void *userda
         AgentLink *l = userdata;
 
         if (!l->got_call)
-                log_warning("%s connection from %s failed before any stream: %s", l->frontend ? "Frontend" : "Agent",
-                            l->peer, reason ?: strerror(-error));
+                /* An agent with a bad certificate retries in a loop: one line per peer and interval. */
+                log_peer_warning(l->peer, "%s connection from %s failed before any stream: %s",
+                                 l->frontend ? "Frontend" : "Agent", l->peer, reason ?: strerror(-error));
         else
                 log_debug("%s connection from %s closed: %s", l->frontend ? "Frontend" : "Agent", l->peer,
                           reason ?: strerror(-error));
@@ -109,6 +116,10 @@ static int link_new(Manager *m, int fd, bool frontend, const char *peer) {
         }
         l->manager = m;
         l->frontend = frontend;
+        if (frontend)
+                m->n_frontend_links++;
+        else
+                m->n_agent_links++;
         (void) snprintf(l->peer, sizeof(l->peer), "%s", peer);
         transport_init(&t, TAKE_FD(cfd), tc);
         LIST_PREPEND(links, m->links, l);
@@ -120,61 +131,94 @@ static int link_new(Manager *m, int fd, bool frontend, const char *peer) {
         return 0;
 }
 
-static int on_agent_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+static int on_agent_accept(int cfd, const SockAddr *peer, socklen_t plen, void *userdata) {
+        _cleanup_close_ int fd = cfd;
         Manager *m = userdata;
+        char name[SOCK_ADDR_STRING_MAX];
 
-        for (unsigned i = 0; i < 64; i++) {
-                SockAddr peer;
-                socklen_t plen = sizeof(peer);
-                char name[64];
-                int cfd, r;
-
-                cfd = sock_accept(fd, &peer, &plen);
-                if (cfd == -EAGAIN)
-                        return 0;
-                if (cfd < 0) {
-                        log_warning_errno(cfd, "Failed to accept an agent connection, ignoring: %m");
-                        return 0;
-                }
-                sock_set_nodelay(cfd);
-                (void) sock_addr_to_string(&peer, plen, name, sizeof(name));
-                r = link_new(m, cfd, false, name);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to set up agent connection from %s, ignoring: %m", name);
+        (void) sock_addr_to_string(peer, plen, name, sizeof(name));
+        /* Connections that have not opened their Connect stream yet count too: twice --max-agents bounds the
+         * TLS state held for them (the stream itself is refused with a gRPC status, see backend_on_call()). */
+        if ((int64_t) m->n_agent_links >= 2 * m->config->max_agents) {
+                manager_refused(m, "agents", name, "agent connection");
+                return 0;
         }
-        return 0;
+        sock_set_nodelay(fd);
+        return link_new(m, TAKE_FD(fd), false, name);
 }
 
-static int on_frontend_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+static void on_frontend_refuse(int cfd, void *userdata) {
         Manager *m = userdata;
 
-        for (unsigned i = 0; i < 64; i++) {
-                SockAddr peer;
-                socklen_t plen = sizeof(peer);
-                char name[128];
-                int cfd, r;
+        manager_refused(m, "file_descriptors", NULL, "frontend connection");
+        /* Only a plain HTTP CONNECT socket can be answered without a handshake. */
+        if (!m->frontend_ctx && m->config->mode == SERVER_MODE_HTTP_CONNECT)
+                (void) !send(cfd, CONNECT_RESPONSE_NO_DESCRIPTORS, strlen(CONNECT_RESPONSE_NO_DESCRIPTORS),
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+}
 
-                cfd = sock_accept(fd, &peer, &plen);
-                if (cfd == -EAGAIN)
-                        return 0;
-                if (cfd < 0) {
-                        log_warning_errno(cfd, "Failed to accept a frontend connection, ignoring: %m");
+static void on_agent_refuse(int cfd, void *userdata) {
+        manager_refused(userdata, "file_descriptors", NULL, "agent connection");
+}
+
+static int on_frontend_accept(int cfd, const SockAddr *peer, socklen_t plen, void *userdata) {
+        _cleanup_close_ int fd = cfd;
+        Manager *m = userdata;
+        char name[SOCK_ADDR_STRING_MAX];
+
+        if (m->frontend_ctx) {
+                sock_set_nodelay(fd);
+                (void) sock_addr_to_string(peer, plen, name, sizeof(name));
+        } else
+                (void) snprintf(name, sizeof(name), "unix:%s", m->config->uds_name);
+        if (m->config->mode == SERVER_MODE_GRPC) {
+                /* Each Proxy stream counts against the limit (grpc_frontend_on_call()); a connection carries many. */
+                if (m->n_frontend_links >= m->frontend_limit) {
+                        manager_refused(m, "frontend_connections", name, "gRPC frontend connection");
                         return 0;
                 }
-                if (m->frontend_ctx)
-                        sock_set_nodelay(cfd);
-                if (m->frontend_ctx)
-                        (void) sock_addr_to_string(&peer, plen, name, sizeof(name));
-                else
-                        (void) snprintf(name, sizeof(name), "unix:%s", m->config->uds_name);
-                if (m->config->mode == SERVER_MODE_GRPC)
-                        r = link_new(m, cfd, true, name);
-                else
-                        r = connect_tunnel_new(m, cfd, m->frontend_ctx != NULL, name);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to set up frontend connection from %s, ignoring: %m", name);
+                return link_new(m, TAKE_FD(fd), true, name);
         }
-        return 0;
+        if (!manager_frontend_has_room(m)) {
+                manager_refused(m, "frontend_connections", name, "frontend connection");
+                /* A plain socket gets the documented bytes; a TLS client would need a handshake first. */
+                if (!m->frontend_ctx)
+                        (void) !send(fd, CONNECT_RESPONSE_LIMIT_FRONTEND, strlen(CONNECT_RESPONSE_LIMIT_FRONTEND),
+                                     MSG_NOSIGNAL | MSG_DONTWAIT);
+                return 0;
+        }
+        return connect_tunnel_new(m, TAKE_FD(fd), m->frontend_ctx != NULL, name);
+}
+
+bool manager_frontend_has_room(Manager *m) {
+        return m->n_tunnels < m->frontend_limit;
+}
+
+void manager_refused(Manager *m, const char *limit, const char *peer, const char *what) {
+        metric_add(m->limit_refusals, (const char *const[]){ limit }, 1);
+        log_peer_full_errno_fields(LOG_WARNING, 0, limit, LOG_FIELDS({ "KONN_LIMIT", limit }, { "KONN_PEER", peer }),
+                                   "Refusing %s%s%s: limit '%s' reached (%s).", what, peer ? " from " : "",
+                                   peer ?: "", limit,
+                                   streq(limit, "file_descriptors") ? "out of file descriptors" :
+                                   streq(limit, "agents") ? "--max-agents" :
+                                   streq(limit, "pending_dials") ? "--max-pending-dials" :
+                                   streq(limit, "tunnels_per_agent") ? "--max-tunnels-per-agent" :
+                                   "--max-frontend-connections");
+}
+
+/* --max-frontend-connections, or with 0 the open-files limit less a reserve for agents, listeners and the
+ * process itself (an eighth, at least 64), at least 16. */
+static unsigned frontend_limit(const ServerConfig *c) {
+        struct rlimit rl;
+        uint64_t n, reserve;
+
+        if (c->max_frontend_connections > 0)
+                return (unsigned) MIN(c->max_frontend_connections, (int64_t) UINT_MAX);
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                return 1U << 20;
+        n = rl.rlim_cur;
+        reserve = MAX(n / 8, 64);
+        return (unsigned) MIN(MAX(n > reserve ? n - reserve : 0, 16), (uint64_t) UINT_MAX);
 }
 
 static unsigned manager_random(Manager *m, unsigned n) {
@@ -182,8 +226,12 @@ static unsigned manager_random(Manager *m, unsigned n) {
         return (unsigned) ((m->rng >> 33) % n);
 }
 
+static bool has_room(const Backend *b) {
+        return (int64_t) (b->n_pending + idmap_size(b->tunnels)) < b->manager->config->max_tunnels_per_agent;
+}
+
 static bool eligible(const Backend *b, bool need_default_route) {
-        return !b->superseded && (!need_default_route || b->default_route);
+        return !b->superseded && (!need_default_route || b->default_route) && has_room(b);
 }
 
 /* default / defaultRoute (§3.3): from a random start over the agents, the first that is not draining; if all are
@@ -226,7 +274,7 @@ static Backend *pick_dest_host(Manager *m, const char *address) {
                 return NULL;
         /* The list is newest first: the last match is the oldest. */
         for (Backend *b = m->backends; b; b = b->backends_next)
-                for (char **h = b->hosts; h && *h; h++)
+                for (char **h = b->hosts; h && *h && has_room(b); h++)
                         if (streq(*h, host)) {
                                 if (b->draining)
                                         draining = b;
@@ -482,13 +530,15 @@ int manager_start(Manager *m) {
         r = listen_agent(m);
         if (r < 0)
                 return r;
-        r = sd_event_add_io(m->event, &m->agent_source, m->agent_fd, EPOLLIN, on_agent_accept, m);
+        m->frontend_limit = frontend_limit(c);
+        r = listener_new(m->event, m->agent_fd, "agent", on_agent_accept, on_agent_refuse, m, &m->agent_listener);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the agent listener: %m");
         r = listen_frontend(m);
         if (r < 0)
                 return r;
-        r = sd_event_add_io(m->event, &m->frontend_source, m->frontend_fd, EPOLLIN, on_frontend_accept, m);
+        r = listener_new(m->event, m->frontend_fd, "frontend", on_frontend_accept, on_frontend_refuse, m,
+                         &m->frontend_listener);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the frontend listener: %m");
         r = server_health_start(m);
@@ -536,8 +586,8 @@ void manager_stop(Manager *m) {
         m->stopping = true;
         (void) sd_notify(false, "STOPPING=1");
         /* No new agents or frontend connections; the listening sockets stay open (systemd may hold them). */
-        (void) sd_event_source_set_enabled(m->agent_source, SD_EVENT_OFF);
-        (void) sd_event_source_set_enabled(m->frontend_source, SD_EVENT_OFF);
+        listener_set_enabled(m->agent_listener, false);
+        listener_set_enabled(m->frontend_listener, false);
         /* Our lease goes first (bounded), so agents stop counting this server at once (§10). */
         if (m->lease && lease_controller_stop(m->lease, stop_continue, m) >= 0)
                 return;
@@ -620,6 +670,7 @@ void manager_reload(Manager *m) {
         if (!streq_ptr(n->reverse_destinations, old->reverse_destinations) && reverse_load_config(m, n) < 0)
                 log_warning("Keeping the previous reverse-destinations.");
         m->config = n;
+        m->frontend_limit = frontend_limit(n);
         server_config_done(old);
         free(old);
         log_set_max_level(n->log_level);
@@ -681,8 +732,8 @@ Manager *manager_free(Manager *m) {
         m->kube_config = kube_config_free(m->kube_config);
         auth_done(&m->auth);
         server_health_done(m);
-        m->agent_source = sd_event_source_disable_unref(m->agent_source);
-        m->frontend_source = sd_event_source_disable_unref(m->frontend_source);
+        m->agent_listener = listener_free(m->agent_listener);
+        m->frontend_listener = listener_free(m->frontend_listener);
         m->agent_fd = safe_close(m->agent_fd);
         m->frontend_fd = safe_close(m->frontend_fd);
         if (m->frontend_uds_path && !m->frontend_passed)

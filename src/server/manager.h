@@ -17,6 +17,7 @@
 #include "kubeclient.h"
 #include "idmap.h"
 #include "daemon.h"
+#include "listener.h"
 #include "macro.h"
 #include "resolver.h"
 #include "server-config.h"
@@ -28,7 +29,10 @@ struct Manager {
         SSL_CTX *agent_ctx;    /* agent listener: cluster cert, cluster CA (mTLS), ALPN h2 */
         SSL_CTX *frontend_ctx; /* TCP frontend: server cert, server CA (mTLS), HTTP/1.1 */
         int agent_fd, frontend_fd;
-        sd_event_source *agent_source, *frontend_source;
+        Listener *agent_listener, *frontend_listener;
+        unsigned n_agent_links, n_frontend_links; /* accepted HTTP/2 connections (AgentLinks) of each kind */
+        unsigned frontend_limit;                  /* --max-frontend-connections, resolved */
+        Metric *limit_refusals;                   /* konn_server_limit_refusals_total{limit} */
         char *frontend_uds_path; /* unlinked at exit when we created it */
 
         AgentLink *links;      /* agent TLS connections */
@@ -83,5 +87,10 @@ void manager_status_changed(Manager *m);
 /* Metrics (upstream names, §9.2). */
 void manager_count_packet(Manager *m, const char *segment, int packet_type);
 void manager_count_dial_failure(Manager *m, const char *reason);
+/* A connection, stream or dial refused by one of the limits (README "Limits"): counts it in
+ * konn_server_limit_refusals_total{limit} and writes one rate-limited warning per limit (with the peer). */
+void manager_refused(Manager *m, const char *limit, const char *peer, const char *what);
+/* Whether another frontend connection or Proxy stream fits under --max-frontend-connections. */
+bool manager_frontend_has_room(Manager *m);
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

@@ -110,7 +110,17 @@ const ConfKey server_config_table[] = {
         DURATION("header-timeout", header_timeout_usec, MSEC, HOUR, "10s",
                  "Time limit for an HTTP CONNECT client to send its request header"),
         INT("max-tunnels-per-agent", max_tunnels_per_agent, 1, 100000000, "100000",
-            "Maximum pending and established tunnels per agent stream"),
+            "Maximum pending and established tunnels per agent stream; a dial finds another agent, or is refused "
+            "(503 / DIAL_RSP \"every agent is at its tunnel limit\")"),
+        INT("max-agents", max_agents, 1, 10000000, "10000",
+            "Maximum agent streams; another agent's Connect ends with RESOURCE_EXHAUSTED \"too many agents\""),
+        INT("max-pending-dials", max_pending_dials, 1, 100000000, "10000",
+            "Maximum dials waiting for an agent's answer; more are refused (503 / DIAL_RSP \"too many pending "
+            "dials\")"),
+        INT("max-frontend-connections", max_frontend_connections, 0, 100000000, "0",
+            "Maximum frontend connections (CONNECT) and Proxy streams (gRPC); more are refused (503 \"too many "
+            "frontend connections\" / RESOURCE_EXHAUSTED). 0: the open-files limit minus a reserve of an eighth "
+            "(at least 64)"),
         INT("stream-window-size", stream_window_size, 16384, INT32_MAX, "1048576",
             "HTTP/2 receive window of each stream, in bytes (agent and frontend connections)"),
         INT("connection-window-size", connection_window_size, 65535, INT32_MAX, "67108864",

@@ -57,6 +57,8 @@ typedef struct ServerConfig {
         bool kubeconfig_allow_insecure;
         uint64_t authentication_cache_ttl_usec, kube_api_timeout_usec;
         uint64_t lease_renew_interval_usec, lease_duration_usec;
+        int64_t max_agents, max_pending_dials;
+        int64_t max_frontend_connections; /* 0 = from RLIMIT_NOFILE (frontend_limit() in manager.c) */
         int64_t verbosity; /* klog --v */
         int log_level;     /* syslog level; resolved from --log-level, else --v, by server_config_load() */
         int log_target;    /* LogTarget */

@@ -224,8 +224,19 @@ int tunnel_request_dial(Tunnel *t) {
         /* The direct route comes before any strategy: those destinations never go through an agent. */
         if (direct_match(m, t->dest, &da, &dlen))
                 return direct_dial(t, &da, dlen);
+        if ((int64_t) idmap_size(m->pending) >= m->config->max_pending_dials) {
+                manager_refused(m, "pending_dials", t->peer, "a dial");
+                return -EBUSY;
+        }
         b = manager_pick_backend(m, t->dest);
         if (!b) {
+                for (Backend *i = m->backends; i; i = i->backends_next)
+                        if (!i->superseded && (int64_t) (i->n_pending + idmap_size(i->tunnels)) >=
+                                                      m->config->max_tunnels_per_agent) {
+                                /* An agent was passed over for being at --max-tunnels-per-agent. */
+                                manager_refused(m, "tunnels_per_agent", t->peer, "a dial");
+                                return -EUSERS;
+                        }
                 manager_count_dial_failure(m, "no_agent");
                 return -ENOENT;
         }

@@ -39,6 +39,17 @@ const char CONNECT_RESPONSE_DIAL_TIMEOUT[] =
         "\r\n"
         "Backend dial timeout: timed out waiting for backend dial\r\n";
 
+#define RESPONSE_503(reason)                                   \
+        "HTTP/1.1 503 Service Unavailable\r\n"                  \
+        "Content-Type: text/plain; charset=utf-8\r\n"           \
+        "Connection: close\r\n"                                 \
+        "\r\n"                                                  \
+        reason "\n"
+const char CONNECT_RESPONSE_LIMIT_FRONTEND[] = RESPONSE_503("too many frontend connections");
+const char CONNECT_RESPONSE_LIMIT_DIALS[] = RESPONSE_503("too many pending dials");
+const char CONNECT_RESPONSE_LIMIT_AGENT[] = RESPONSE_503("every agent is at its tunnel limit");
+const char CONNECT_RESPONSE_NO_DESCRIPTORS[] = RESPONSE_503("out of file descriptors");
+
 typedef struct ParseState {
         bool is_connect;
         bool has_content_length;

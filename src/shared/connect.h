@@ -43,6 +43,11 @@ extern const char CONNECT_RESPONSE_NO_AGENT[];     /* 500 "currently no tunnels 
 extern const char CONNECT_RESPONSE_BAD_REQUEST[];  /* 400, Go's own bytes */
 extern const char CONNECT_RESPONSE_TOO_LARGE[];    /* 431 */
 extern const char CONNECT_RESPONSE_DIAL_TIMEOUT[]; /* 504 "Backend dial timeout: ..." */
+/* konn's limits (README "Limits"): 503 with a one-line reason. */
+extern const char CONNECT_RESPONSE_LIMIT_FRONTEND[];    /* --max-frontend-connections */
+extern const char CONNECT_RESPONSE_LIMIT_DIALS[];       /* --max-pending-dials */
+extern const char CONNECT_RESPONSE_LIMIT_AGENT[];       /* --max-tunnels-per-agent, every agent full */
+extern const char CONNECT_RESPONSE_NO_DESCRIPTORS[];    /* accept hit EMFILE/ENFILE (Unix-socket frontend) */
 
 /* The formatters below write a NUL-terminated response into buf and its length (without the NUL)
  * into *ret_len. -ENOBUFS if it (plus the NUL) does not fit in size; buf is then left untouched. */

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include "daemon.h"
@@ -348,6 +349,17 @@ static void on_reload(void *userdata) {
         }
 }
 
+/* The loop is epoll-based (no select() and its FD_SETSIZE), so use the hard open-files limit, as systemd advises
+ * services to: LimitNOFILE= (or prlimit/ulimit) sets the real ceiling, not the 1024 soft default. */
+static void raise_nofile(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        (void) setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 static int daemon_run(const DaemonDescriptor *d, int argc, char *argv[]) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         _cleanup_(conf_args_done) ConfArgs args = {};
@@ -357,6 +369,7 @@ static int daemon_run(const DaemonDescriptor *d, int argc, char *argv[]) {
         bool waiting = false;
         int r;
 
+        raise_nofile();
         D.d = d;
         D.argc = argc;
         D.argv = argv;

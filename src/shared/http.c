@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 
 #include "http.h"
+#include "listener.h"
 #include "log.h"
 #include "macro.h"
 
@@ -28,8 +29,6 @@
 #define HTTP_RESPONSE_HEAD_MAX (512 + HTTP_LOCATION_MAX)
 #define HTTP_CONTENT_TYPE_MAX 256
 #define HTTP_LINGER_USEC ((uint64_t) 2 * USEC_PER_SEC)
-#define HTTP_ACCEPT_BURST 64
-#define HTTP_ACCEPT_RETRY_USEC ((uint64_t) 100 * USEC_PER_MSEC)
 #define HTTP_TIMER_ACCURACY_USEC USEC_PER_MSEC
 #define HTTP_DEFAULT_CONTENT_TYPE "text/plain; charset=utf-8"
 
@@ -64,7 +63,7 @@ struct HttpConnection {
 struct HttpServer {
         sd_event *event;
         int listen_fd;
-        sd_event_source *listen_io, *accept_retry;
+        Listener *listener;
         http_handler_t handler;
         void *userdata;
         uint64_t header_usec, idle_usec, write_usec;
@@ -723,74 +722,21 @@ fail:
 
 /* ---- the listener ---- */
 
-static int on_accept_retry(sd_event_source *es, uint64_t usec, void *userdata) {
+static int on_accept(int cfd, const SockAddr *peer, socklen_t peer_len, void *userdata) {
         HttpServer *s = userdata;
 
-        (void) sd_event_source_set_enabled(s->listen_io, SD_EVENT_ON);
-        return 0;
+        if (s->n_connections >= HTTP_CONNECTIONS_MAX) {
+                log_debug("http: %u connections open, refusing another", s->n_connections);
+                safe_close(cfd);
+                return 0;
+        }
+        return conn_new(s, cfd);
 }
 
-static void pause_accepting(HttpServer *s) {
-        int r;
+static void on_refuse(int cfd, void *userdata) {
+        static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
-        (void) sd_event_source_set_enabled(s->listen_io, SD_EVENT_OFF);
-        if (!s->accept_retry) {
-                r = sd_event_add_time_relative(s->event, &s->accept_retry, CLOCK_MONOTONIC,
-                                               HTTP_ACCEPT_RETRY_USEC, HTTP_TIMER_ACCURACY_USEC,
-                                               on_accept_retry, s);
-                if (r < 0) {
-                        /* Without a timer, keep accepting rather than never again. */
-                        (void) sd_event_source_set_enabled(s->listen_io, SD_EVENT_ON);
-                        return;
-                }
-        } else {
-                (void) sd_event_source_set_time_relative(s->accept_retry, HTTP_ACCEPT_RETRY_USEC);
-        }
-        (void) sd_event_source_set_enabled(s->accept_retry, SD_EVENT_ONESHOT);
-}
-
-static int on_listen_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
-        HttpServer *s = userdata;
-        int r;
-
-        for (unsigned i = 0; i < HTTP_ACCEPT_BURST; i++) {
-                int cfd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (cfd < 0) {
-                        switch (errno) {
-                        case EAGAIN:
-                                return 0;
-                        case EINTR:
-                        case ECONNABORTED:
-                        case EPROTO:
-                        case EPERM:
-                        case ENETDOWN:
-                        case ENOPROTOOPT:
-                        case EHOSTDOWN:
-                        case ENONET:
-                        case EHOSTUNREACH:
-                        case EOPNOTSUPP:
-                        case ENETUNREACH:
-                                continue;
-                        default:
-                                /* EMFILE, ENFILE, ENOBUFS, ENOMEM...: the listener stays readable, so
-                                 * back off instead of spinning. */
-                                log_debug_errno(errno, "http: accept failed, pausing: %m");
-                                pause_accepting(s);
-                                return 0;
-                        }
-                }
-
-                if (s->n_connections >= HTTP_CONNECTIONS_MAX) {
-                        log_debug("http: %u connections open, refusing another", s->n_connections);
-                        safe_close(cfd);
-                        continue;
-                }
-
-                r = conn_new(s, cfd);
-                if (r < 0)
-                        log_debug_errno(r, "http: failed to set up connection: %m");
-        }
-        return 0;
+        (void) !send(cfd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 int http_server_new(sd_event *e, int listen_fd, http_handler_t h, void *userdata, HttpServer **ret) {
@@ -823,7 +769,7 @@ int http_server_new(sd_event *e, int listen_fd, http_handler_t h, void *userdata
                 .write_usec = HTTP_WRITE_TIMEOUT_USEC,
         };
 
-        r = sd_event_add_io(e, &s->listen_io, s->listen_fd, EPOLLIN, on_listen_io, s);
+        r = listener_new(e, s->listen_fd, "HTTP", on_accept, on_refuse, s, &s->listener);
         if (r < 0) {
                 http_server_free(s);
                 return r;
@@ -841,8 +787,7 @@ HttpServer *http_server_free(HttpServer *s) {
 
         LIST_FOREACH_SAFE(connections, c, n, s->connections)
                 conn_free(c);
-        s->listen_io = sd_event_source_disable_unref(s->listen_io);
-        s->accept_retry = sd_event_source_disable_unref(s->accept_retry);
+        s->listener = listener_free(s->listener);
         s->listen_fd = safe_close(s->listen_fd);
         sd_event_unref(s->event);
         return mfree(s);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <systemd/sd-journal.h>
 
 #include "log.h"
@@ -178,4 +179,105 @@ int log_internal(int level, int error, const char *file, int line, const char *f
 
 int log_oom_internal(const char *file, int line, const char *func) {
         return log_internal(LOG_ERR, ENOMEM, file, line, func, NULL, "Out of memory.");
+}
+
+/* ---- rate-limited lines ---- */
+
+typedef struct RatelimitSlot {
+        uint64_t key;        /* 0: free */
+        uint64_t begin_usec; /* start of the current window */
+        unsigned suppressed; /* lines left out in the current window */
+} RatelimitSlot;
+
+static RatelimitSlot ratelimit_slots[LOG_RATELIMIT_SLOTS];
+static uint64_t (*ratelimit_clock)(void);
+
+void log_ratelimit_set_clock(uint64_t (*clock)(void)) {
+        ratelimit_clock = clock;
+        memset(ratelimit_slots, 0, sizeof(ratelimit_slots));
+}
+
+static uint64_t ratelimit_now(void) {
+        struct timespec ts;
+
+        if (ratelimit_clock)
+                return ratelimit_clock();
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                h ^= (unsigned char) s[i];
+                h *= 0x100000001b3ULL;
+        }
+        return h;
+}
+
+/* The length of peer without a trailing ":port" ("10.0.0.1:4711", "[::1]:4711"; a bare "::1" keeps its digits). */
+static size_t peer_host_len(const char *peer) {
+        const char *colon = strrchr(peer, ':');
+
+        if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+                return strlen(peer);
+        if (colon > peer && colon[-1] == ']')
+                return (size_t) (colon - peer);
+        if (memchr(peer, ':', (size_t) (colon - peer)))
+                return strlen(peer); /* bare IPv6 */
+        return (size_t) (colon - peer);
+}
+
+int log_ratelimited_internal(int level, int error, const char *file, int line, const char *func, const char *peer,
+                             const LogField *fields, const char *format, ...) {
+        LogField f[LOG_FIELDS_MAX + 1];
+        char message[LOG_LINE_MAX], count[32];
+        uint64_t key = 0xcbf29ce484222325ULL, now = ratelimit_now();
+        unsigned suppressed;
+        RatelimitSlot *slot;
+        int saved_errno = errno;
+        size_t n = 0, len;
+        va_list ap;
+
+        key = fnv1a(key, file, strlen(file));
+        key = fnv1a(key, (const char *) &line, sizeof(line));
+        if (peer)
+                key = fnv1a(key, peer, peer_host_len(peer));
+        key |= 1; /* never 0 */
+        slot = &ratelimit_slots[key % LOG_RATELIMIT_SLOTS];
+        if (slot->key == key && now < slot->begin_usec + LOG_RATELIMIT_INTERVAL_USEC) {
+                slot->suppressed++;
+                if (level >= LOG_DEBUG || LOG_DEBUG > max_level)
+                        return -abs(error);
+                /* With debug logging on, the repeats stay visible at debug level. */
+                for (const LogField *i = fields; i && i->key && n < LOG_FIELDS_MAX - 1; i++)
+                        f[n++] = *i;
+                f[n++] = (LogField){ "KONN_RATELIMITED", "1" };
+                f[n] = (LogField){ NULL, NULL };
+                errno = abs(error);
+                va_start(ap, format);
+                (void) vsnprintf(message, sizeof(message), format, ap);
+                va_end(ap);
+                errno = saved_errno;
+                return log_internal(LOG_DEBUG, error, file, line, func, f, "%s", message);
+        }
+        suppressed = slot->key == key ? slot->suppressed : 0;
+        *slot = (RatelimitSlot){ .key = key, .begin_usec = now };
+
+        errno = abs(error);
+        va_start(ap, format);
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+        errno = saved_errno;
+        if (suppressed == 0)
+                return log_internal(level, error, file, line, func, fields, "%s", message);
+
+        len = strlen(message);
+        (void) snprintf(message + len, sizeof(message) - len, " (%u similar message%s suppressed)", suppressed,
+                        suppressed == 1 ? "" : "s");
+        (void) snprintf(count, sizeof(count), "%u", suppressed);
+        for (const LogField *i = fields; i && i->key && n < LOG_FIELDS_MAX - 1; i++)
+                f[n++] = *i;
+        f[n++] = (LogField){ "KONN_SUPPRESSED", count };
+        f[n] = (LogField){ NULL, NULL };
+        return log_internal(level, error, file, line, func, f, "%s", message);
 }

@@ -85,5 +85,31 @@ int log_internalv(int level, int error, const char *file, int line, const char *
 /* Create an error the code made up, systemd-style. */
 #define SYNTHETIC_ERRNO(e) (e)
 
+/* Rate-limited lines for errors one peer can repeat in a loop (an agent with a bad certificate reconnecting, a
+ * listener out of descriptors, a target refusing every dial): per call site and peer, the first line of each
+ * LOG_RATELIMIT_INTERVAL_USEC window is written, later ones are only counted, and the next line written after the
+ * window says how many were left out (" (N similar messages suppressed)", journald field KONN_SUPPRESSED=N).
+ * With debug logging on, the left-out lines are still written, at debug level with KONN_RATELIMITED=1.
+ * peer may be NULL (one key per call site); a trailing ":port" is ignored, so reconnects from new source ports
+ * count as the same peer. A fixed table of LOG_RATELIMIT_SLOTS keys; a key pushed out forgets its count. */
+#define LOG_RATELIMIT_INTERVAL_USEC (10 * USEC_PER_SEC)
+#define LOG_RATELIMIT_SLOTS 256
+int log_ratelimited_internal(int level, int error, const char *file, int line, const char *func, const char *peer,
+                             const LogField *fields, const char *format, ...) _printf_(8, 9);
+#define log_peer_full_errno_fields(level, error, peer, fields, ...)                                    \
+        ({                                                                                       \
+                int _level = (level), _e = (error);                                              \
+                _level <= log_get_max_level()                                                    \
+                        ? log_ratelimited_internal(_level, _e, __FILE__, __LINE__, __func__, peer, fields, \
+                                                   __VA_ARGS__)                                  \
+                        : -abs(_e);                                                              \
+        })
+#define log_peer_warning_errno(e, peer, ...) log_peer_full_errno_fields(LOG_WARNING, e, peer, NULL, __VA_ARGS__)
+#define log_peer_warning(peer, ...) (void) log_peer_full_errno_fields(LOG_WARNING, 0, peer, NULL, __VA_ARGS__)
+#define log_peer_info(peer, ...) (void) log_peer_full_errno_fields(LOG_INFO, 0, peer, NULL, __VA_ARGS__)
+#define log_peer_struct(level, peer, fields, ...) (void) log_peer_full_errno_fields(level, 0, peer, fields, __VA_ARGS__)
+/* Unit tests: the clock the rate limiter reads (NULL: CLOCK_MONOTONIC); also forgets every key. */
+void log_ratelimit_set_clock(uint64_t (*clock)(void));
+
 int log_oom_internal(const char *file, int line, const char *func);
 #define log_oom() log_oom_internal(__FILE__, __LINE__, __func__)

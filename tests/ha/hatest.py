@@ -302,10 +302,11 @@ class HaTestCase(kt.KonnTestCase):
     # -- daemons ---------------------------------------------------------------------------------------------
 
     def start_konn_server(self, server_id, bind="127.0.0.1", agent_port=None, count=1, strategies=None,
-                          mode="http-connect", extra=(), ha_cert=False, name=None):
+                          mode="http-connect", extra=(), ha_cert=False, name=None, prefix=()):
         """konn-server with the UDS frontend <dir>/<server_id>.sock, agent listener bind:agent_port (a free port if
         None), health and admin ports on 127.0.0.1. Waits for the startup line. The Daemon gets the attributes
-        server_id, bind, agent_port, health_port, admin_port, sock_path."""
+        server_id, bind, agent_port, health_port, admin_port, sock_path. `prefix` goes before the command (e.g.
+        ["prlimit", "--nofile=128"], which execs it, so the pid stays the daemon's)."""
         crt, key = ha_server_cert() if ha_cert else (kt.cert("server.crt"), kt.cert("server.key"))
         sock_path = os.path.join(self.dir, server_id + ".sock")
         for attempt in range(3):
@@ -321,7 +322,7 @@ class HaTestCase(kt.KonnTestCase):
             if strategies is not None:
                 argv.append("--proxy-strategies=" + strategies)
             argv += list(extra)
-            d = kt.Daemon(name or "server-%s" % server_id, argv, self.dir).start()
+            d = kt.Daemon(name or "server-%s" % server_id, list(prefix) + argv, self.dir).start()
             self.daemons.append(d)
             try:
                 d.wait_for(MESSAGE_ID=kt.MSG_STARTED, timeout=10)

@@ -102,6 +102,17 @@ RESP_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text
 RESP_502_CONTEXT = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
                     b"Backend context error: context canceled\r\n")
 
+# konn's limits (README "Limits"): 503 with a one-line reason.
+def _resp_503(reason):
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+            b"\r\n" + reason + b"\n")
+
+
+RESP_503_FRONTEND = _resp_503(b"too many frontend connections")
+RESP_503_DIALS = _resp_503(b"too many pending dials")
+RESP_503_AGENT = _resp_503(b"every agent is at its tunnel limit")
+RESP_503_NO_FDS = _resp_503(b"out of file descriptors")
+
 
 def T(seconds):
     """A timeout, scaled for slow runs (valgrind)."""
@@ -606,6 +617,17 @@ def have_ipv6_loopback():
         return True
     except OSError:
         return False
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def syn_sent_count(port):

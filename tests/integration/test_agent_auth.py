@@ -40,9 +40,15 @@ class TestAgentAuth(kt.KonnTestCase):
                                      since=since, prio_max=4, timeout=10)
         self.assertRegex(first.message, reason_re)
         deadline = time.monotonic() + T(10)
-        while len(self.server.find(r"failed before any stream", since=since, prio_max=4)) < 2:
+        while len(self.server.find(r"failed before any stream", since=since)) < 3:
             self.assertLess(time.monotonic(), deadline, "the refused agent did not retry")
             time.sleep(0.05)
+        # Rate-limited per peer: the retries are debug lines (KONN_RATELIMITED=1), one warning per 10 s.
+        warnings = self.server.find(r"failed before any stream", since=since, prio_max=4)
+        repeats = self.server.find(r"failed before any stream", since=since, KONN_RATELIMITED="1")
+        self.assertLessEqual(len(warnings), 2, warnings)
+        self.assertGreaterEqual(len(repeats), 1)
+        self.assertTrue(all(ll.prio == 7 for ll in repeats), repeats)
         self.assertEqual(self.server.find(r"^Agent '%s' connected" % agent_id), [])
         self.assertEqual(a.find(r"^Connected to server"), [])
         # The agent side reports the failure too, at warning level.
