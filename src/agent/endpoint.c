@@ -48,6 +48,7 @@ Endpoint *endpoint_free(Endpoint *ep) {
                 (void) idmap_remove(sc->endpoints, ep->connect_id);
         if (idmap_get(sc->dials, ep->dial_id) == ep)
                 (void) idmap_remove(sc->dials, ep->dial_id);
+        server_conn_check_idle(sc);
         if (ep->dial) {
                 ep->dial->query = resolve_query_cancel(ep->dial->query);
                 ep->dial = mfree(ep->dial);
@@ -174,7 +175,7 @@ static void endpoint_established(Endpoint *ep) {
         }
         ep->state = ENDPOINT_ESTABLISHED;
         metric_observe(sc->manager->metrics.dial_duration, NULL, (double) (now_usec() - ep->start_usec) / USEC_PER_SEC);
-        if (sc->tunnel_streams) {
+        if (sc->tunnel_streams && !sc->going_away) {
                 /* konn-to-konn mode: opening the tunnel's own stream is the successful DIAL_RSP. */
                 char did[24], cid[24];
                 const char *md[] = { "konn-dial-id", did, "konn-connect-id", cid, NULL };

@@ -43,7 +43,7 @@ static void manager_reap(Manager *m) {
 
 static bool addr_in_use(Manager *m, const ServerAddr *a) {
         for (ServerConn *sc = m->conns; sc; sc = sc->conns_next)
-                if (!sc->dead && sc->state != SERVER_CONN_RESOLVING && sc->addr_len == a->len &&
+                if (!sc->dead && !sc->going_away && sc->state != SERVER_CONN_RESOLVING && sc->addr_len == a->len &&
                     memcmp(&sc->addr, &a->addr, a->len) == 0)
                         return true;
         return false;
@@ -208,7 +208,8 @@ bool manager_has_server_id(Manager *m, ServerConn *except, const char *id) {
         ServerConn *sc;
 
         for (sc = m->conns; sc; sc = sc->conns_next)
-                if (sc != except && !sc->dead && sc->state == SERVER_CONN_READY && streq_ptr(sc->server_id, id))
+                if (sc != except && !sc->dead && !sc->going_away && sc->state == SERVER_CONN_READY &&
+                    streq_ptr(sc->server_id, id))
                         return true;
         return false;
 }
@@ -258,9 +259,24 @@ void manager_conn_ready(Manager *m, ServerConn *sc) {
         manager_schedule_sync(m, jitter(m, c->sync_interval_usec));
 }
 
+void manager_conn_going_away(Manager *m, ServerConn *sc) {
+        /* No longer counts as connected: the sync loop connects again at once (to the same address too). */
+        m->n_ready--;
+        manager_update_status(m);
+        manager_schedule_sync(m, 0);
+}
+
 void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready) {
         const AgentConfig *c = m->config;
         bool duplicate = !was_ready && sc->server_id;
+
+        if (sc->going_away) {
+                /* Counted out already by manager_conn_going_away(); not an attempt of the sync loop. */
+                log_struct(LOG_INFO, LOG_FIELDS({ "KONN_SERVER_ID", sc->server_id }),
+                           "Disconnected from server '%s' (after its GOAWAY).", sc->server_id);
+                manager_update_status(m);
+                return;
+        }
 
         if (was_ready) {
                 m->n_ready--;

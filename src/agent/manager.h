@@ -89,6 +89,8 @@ void manager_count_packet(Manager *m, const char *segment, int packet_type);
 /* Called by a ServerConn when it became ready (true) or failed/closed (false, before it is freed). */
 void manager_conn_ready(Manager *m, ServerConn *sc);
 void manager_conn_gone(Manager *m, ServerConn *sc, bool was_ready);
+/* sc got GOAWAY: count it out of the ready servers and start a new connection now. */
+void manager_conn_going_away(Manager *m, ServerConn *sc);
 bool manager_has_server_id(Manager *m, ServerConn *except, const char *id);
 /* The lease counter's latest count: recompute the server count and wake the sync loop when it grew. */
 void manager_set_lease_count(Manager *m, int64_t n);

@@ -42,6 +42,7 @@ ServerConn *server_conn_free(ServerConn *sc) {
                 sc->call = NULL;
         }
         sc->conn = h2conn_free(sc->conn);
+        sc->idle_check = sd_event_source_disable_unref(sc->idle_check);
         sc->query = resolve_query_cancel(sc->query);
         sc->io = sd_event_source_disable_unref(sc->io);
         sc->timer = sd_event_source_disable_unref(sc->timer);
@@ -264,9 +265,63 @@ static void on_close(H2Conn *c, int error, const char *reason, void *userdata) {
         server_conn_teardown(sc, reason);
 }
 
+#define GOAWAY_CLOSE_USEC (1 * USEC_PER_SEC)
+
+static int on_goaway_close(sd_event_source *s, uint64_t usec, void *userdata) {
+        server_conn_teardown(userdata, "server went away (GOAWAY)");
+        return 0;
+}
+
+static int on_idle_check(sd_event_source *s, void *userdata) {
+        ServerConn *sc = userdata;
+
+        sc->idle_check = sd_event_source_disable_unref(sc->idle_check);
+        if (sc->dead || !sc->going_away || idmap_size(sc->endpoints) > 0 || idmap_size(sc->dials) > 0)
+                return 0;
+        log_debug("Every connection through server '%s' finished after its GOAWAY, closing.", sc->server_id);
+        if (sc->call) {
+                /* END_STREAM: the server's graceful stop can complete, and it closes the connection itself. */
+                grpc_call_finish(sc->call, GRPC_STATUS_OK, NULL);
+                sc->call = NULL;
+        }
+        /* If it does not, close it ourselves a little later. */
+        if (sd_event_add_time_relative(sc->manager->event, &sc->idle_check, CLOCK_MONOTONIC, GOAWAY_CLOSE_USEC, 0,
+                                       on_goaway_close, sc) < 0)
+                server_conn_teardown(sc, "server went away (GOAWAY)");
+        return 0;
+}
+
+void server_conn_check_idle(ServerConn *sc) {
+        if (!sc->going_away || sc->dead || sc->idle_check || !sc->call)
+                return;
+        (void) sd_event_add_defer(sc->manager->event, &sc->idle_check, on_idle_check, sc);
+}
+
+/* A graceful GOAWAY (a server stopping, a proxy recycling connections): what runs here finishes here, but the
+ * server gets DRAIN (no new dials on this stream), a fresh connection is started at once, and once the last
+ * endpoint is done the Connect stream ends and the connection closes. Dials that still arrive here are served
+ * (never dropped), on the Connect stream itself, as no new HTTP/2 stream may be opened after a GOAWAY. */
+static void on_goaway(H2Conn *c, uint32_t error_code, int32_t last_stream_id, void *userdata) {
+        ServerConn *sc = userdata;
+        Packet drain = { .type = PACKET_DRAIN };
+
+        if (!sc || sc->dead || sc->going_away || sc->state != SERVER_CONN_READY)
+                return;
+        sc->going_away = true;
+        log_struct(LOG_INFO, LOG_FIELDS({ "KONN_SERVER_ID", sc->server_id }),
+                   "Server '%s' sent GOAWAY (error code %" PRIu32 "): finishing %zu connection%s on it, reconnecting.",
+                   sc->server_id, error_code, idmap_size(sc->endpoints) + idmap_size(sc->dials),
+                   idmap_size(sc->endpoints) + idmap_size(sc->dials) == 1 ? "" : "s");
+        if (sc->call && grpc_call_send_packet(sc->call, &drain) >= 0)
+                manager_count_packet(sc->manager, METRICS_SEGMENT_FROM_AGENT, PACKET_DRAIN);
+        manager_conn_going_away(sc->manager, sc);
+        server_conn_check_idle(sc);
+}
+
 static const H2ConnHandler conn_handler = {
         .on_ready = on_ready,
         .on_close = on_close,
+        .on_goaway = on_goaway,
 };
 
 /* The connection is over: tell the manager (which frees us from the loop). */

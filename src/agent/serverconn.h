@@ -49,6 +49,8 @@ struct ServerConn {
         ReverseConn *rconns;    /* node → control-plane connections carried here (owned) */
         unsigned n_rconns;
         bool dead;          /* torn down, waiting for the Manager to free it */
+        bool going_away;    /* the server sent GOAWAY: finish the endpoints here, dial nothing new on it */
+        sd_event_source *idle_check;
 };
 
 /* Connect to host:port, at addr if given (multi-address discovery), else at what host resolves to. */
@@ -57,3 +59,5 @@ int server_conn_new(Manager *m, const char *host, uint16_t port, const SockAddr 
 ServerConn *server_conn_free(ServerConn *sc);
 /* Send a packet to the server; on failure the connection is torn down (asynchronously) and -errno returned. */
 int server_conn_send(ServerConn *sc, const Packet *p);
+/* After GOAWAY: once no endpoint or dial is left, end the Connect stream and close (from the loop). */
+void server_conn_check_idle(ServerConn *sc);

@@ -74,6 +74,7 @@ struct H2Conn {
         H2ConnSettings settings;
         sd_event_source *io, *timer, *defer, *keepalive;
         bool ping_outstanding;
+        bool goaway_seen;       /* the peer's first GOAWAY was handed to on_goaway */
         const H2ConnHandler *handler;
         void *userdata;
 
@@ -728,6 +729,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 
         if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK))
                 c->ping_outstanding = false;
+        if (frame->hd.type == NGHTTP2_GOAWAY && !c->goaway_seen) {
+                c->goaway_seen = true;
+                if (c->handler->on_goaway)
+                        c->handler->on_goaway(c, frame->goaway.error_code, frame->goaway.last_stream_id, c->userdata);
+        }
         if (frame->hd.stream_id == 0)
                 return 0;
         call = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);

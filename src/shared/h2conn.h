@@ -60,6 +60,9 @@ typedef struct H2ConnHandler {
         /* The connection failed or the peer went away. error is a negative errno; reason may be NULL. The H2Conn
          * frees itself after this returns. Not called for h2conn_free(). */
         void (*on_close)(H2Conn *c, int error, const char *reason, void *userdata);
+        /* Optional: the peer sent GOAWAY (the first one only). Streams up to last_stream_id go on; no new stream
+         * can be started on this connection. */
+        void (*on_goaway)(H2Conn *c, uint32_t error_code, int32_t last_stream_id, void *userdata);
 } H2ConnHandler;
 
 typedef struct GrpcCallHandler {

@@ -493,7 +493,10 @@ class RawH2:
         for ev in self.conn.receive_data(b):
             sid = getattr(ev, "stream_id", None)
             st = self.streams.get(sid)
-            if isinstance(ev, h2.events.ResponseReceived) and st is not None:
+            if isinstance(ev, h2.events.RequestReceived):
+                self.streams[sid] = {"headers": dict(ev.headers), "trailers": None, "data": bytearray(),
+                                     "ended": False, "reset": None}
+            elif isinstance(ev, h2.events.ResponseReceived) and st is not None:
                 st["headers"] = dict(ev.headers)
             elif isinstance(ev, h2.events.TrailersReceived) and st is not None:
                 st["trailers"] = dict(ev.headers)
@@ -572,6 +575,57 @@ class RawH2:
             self.sock.close()
         except OSError:
             pass
+
+
+class RawH2Server(RawH2):
+    """The server side of one agent connection, in python3-h2: for frames grpcio's server never sends on demand
+    (a GOAWAY in the middle of a stream). Listen with listener(), then RawH2Server(lsock.accept()[0])."""
+
+    @staticmethod
+    def listener():
+        """A TLS listener on 127.0.0.1:<ephemeral> with server.crt, client certificates from ca.crt, ALPN h2."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=kt.cert("ca.crt"))
+        ctx.load_cert_chain(kt.cert("server.crt"), kt.cert("server.key"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.set_alpn_protocols(["h2"])
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        return ctx.wrap_socket(lsock, server_side=True)
+
+    def __init__(self, sock, timeout=10):  # noqa: super().__init__ would dial
+        import h2.config
+        import h2.connection
+        self.sock = sock
+        self.sock.settimeout(T(timeout))
+        self.alpn = sock.selected_alpn_protocol()
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        self.streams = {}
+        self.closed = False
+        self.goaway = None
+        self.conn.initiate_connection()
+        self.flush()
+
+    def wait_call(self, timeout=10):
+        """The first stream the agent opens; returns its id."""
+        deadline = time.monotonic() + T(timeout)
+        while not self.streams:
+            if self.closed or time.monotonic() > deadline:
+                raise AssertionError("no call from the agent")
+            self._pump(0.1)
+        return min(self.streams)
+
+    def respond(self, sid, server_id="raw1", server_count="1"):
+        self.conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
+                                     ("serverid", server_id), ("servercount", server_count)])
+        self.flush()
+
+    def send_packet(self, sid, packet):
+        self.send(sid, grpc_frame(ser(packet)))
+
+    def send_goaway(self, last_stream_id, error_code=0):
+        """A GOAWAY frame written as raw bytes: h2's own state machine would refuse to go on with the streams."""
+        self.send_raw(struct.pack(">I", 8)[1:] + bytes([7, 0]) + struct.pack(">III", 0, last_stream_id, error_code))
 
 
 # --------------------------------------------------------------------------------------------------------------
