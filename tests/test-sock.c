@@ -593,7 +593,7 @@ START_TEST(test_dial_error_texts) {
                           "dial tcp 10.0.0.1:1: connect: network is unreachable");
         assert_dial_error("10.0.0.1:1", -ECONNRESET,
                           "dial tcp 10.0.0.1:1: connect: connection reset by peer");
-        assert_dial_error("10.0.0.1:1", -EMFILE, "dial tcp 10.0.0.1:1: connect: too many open files");
+        assert_dial_error("10.0.0.1:1", -EMFILE, "dial tcp 10.0.0.1:1: socket: too many open files");
         assert_dial_error("[::1]:80", -ECONNREFUSED, "dial tcp [::1]:80: connect: connection refused");
         /* Not pinned: glibc's text with Go's first-letter rule. */
         assert_dial_error("10.0.0.1:1", -EADDRNOTAVAIL,
@@ -601,7 +601,7 @@ START_TEST(test_dial_error_texts) {
         assert_dial_error("10.0.0.1:1", -EACCES, "dial tcp 10.0.0.1:1: connect: permission denied");
         assert_dial_error("10.0.0.1:1", -EPERM, "dial tcp 10.0.0.1:1: connect: operation not permitted");
         assert_dial_error("10.0.0.1:1", -ENFILE,
-                          "dial tcp 10.0.0.1:1: connect: too many open files in system");
+                          "dial tcp 10.0.0.1:1: socket: too many open files in system");
         assert_dial_error("10.0.0.1:1", -EDOTDOT, "dial tcp 10.0.0.1:1: connect: RFS specific error");
         assert_dial_error("10.0.0.1:1", -4000, "dial tcp 10.0.0.1:1: connect: errno 4000");
         assert_dial_error("", -ECONNREFUSED, "dial tcp: connect: connection refused");

@@ -168,8 +168,8 @@ static void on_end(GrpcCall *call, int status, const char *message, void *userda
         else if (sc->server_id && manager_has_server_id(sc->manager, sc, sc->server_id))
                 ; /* duplicate, already logged */
         else
-                log_peer_warning(server_conn_key(sc), "Connect stream to %s:%u failed: %s (%s).", sc->host, sc->port,
-                            message ?: "no reason given", grpc_status_to_string(status));
+                log_peer_warning(server_conn_key(sc), "Connect stream to %s:%u failed: %s (%s).", sc->host,
+                                 sc->port, message ?: "no reason given", grpc_status_to_string(status));
         server_conn_teardown(sc, message);
 }
 
@@ -385,8 +385,8 @@ static int start_tls(ServerConn *sc) {
 }
 
 static void fail_early(ServerConn *sc, const char *what, int error) {
-        log_peer_warning_errno(error, server_conn_key(sc), "Connection to server %s:%u failed: %s: %m", sc->host, sc->port,
-                               what);
+        log_peer_warning_errno(error, server_conn_key(sc), "Connection to server %s:%u failed: %s: %m", sc->host,
+                               sc->port, what);
         server_conn_teardown(sc, what);
 }
 

@@ -571,7 +571,9 @@ int sock_format_dial_error(const char *addr, int error, char *buf, size_t size) 
                 /* Go reports its own deadline, not the syscall: no "connect: " prefix. */
                 return format_result(snprintf(buf, size, "dial tcp%s%s: i/o timeout", sep, addr), size);
 
-        return format_result(snprintf(buf, size, "dial tcp%s%s: connect: %s", sep, addr,
+        /* Go names the system call that failed: out of descriptors, that is socket(), not connect(). */
+        return format_result(snprintf(buf, size, "dial tcp%s%s: %s: %s", sep, addr,
+                                      error == EMFILE || error == ENFILE ? "socket" : "connect",
                                       errno_text(error, tmp, sizeof(tmp))),
                              size);
 }

@@ -156,6 +156,23 @@ class LimitsTest(hatest.HaTestCase):
         # The agent that is in may reconnect (its new stream replaces the old one).
         self.assertEqual([t["agent"] for t in self.admin_json(s, "tunnels")], ["node1"])
 
+    def test_agent_out_of_descriptors(self):
+        """The agent out of descriptors: a dial fails at socket() and the client gets the exact 503 (§7.1) with
+        Go's text ("socket: too many open files"), the open tunnels keep echoing, and dials work again once one
+        closes."""
+        s, a = self.pair()
+        held = [self.tunnel_via(s, self.echo.addr) for _ in range(3)]
+        limit = kt.open_fds(a.pid) + 1   # one more descriptor, then none
+        kt.subprocess.run(["prlimit", "--pid", str(a.pid), "--nofile=%d:%d" % (limit, limit)], check=True)
+        held.append(self.tunnel_via(s, self.echo.addr))
+        self.assertEqual(self.connect_expect(s, self.echo.addr), hatest.resp_dial_error(
+            "503 Service Unavailable", "dial tcp %s: socket: too many open files" % self.echo.addr))
+        for i, c in enumerate(held):
+            self.assert_echo(c, b"held %d" % i)
+        held.pop().close()
+        self.wait_until(lambda: kt.open_fds(a.pid) < limit, 10, "the agent to close the endpoint")
+        self.assert_echo(self.tunnel_via(s, self.echo.addr), b"again")
+
     def test_metric_families(self):
         """Every limit label exists from the start, at 0."""
         s = self.start_konn_server("srv1")
