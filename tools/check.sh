@@ -1,6 +1,7 @@
 #!/bin/sh
 # The whole test suite, from a fresh Debian 12 machine (as root): dependencies, a warnings-as-errors build,
-# unit tests, fuzz corpus replay, integration and conformance tests with the real daemons, and a benchmark smoke run.
+# unit tests, fuzz corpus replay, integration and conformance tests with the real daemons, a benchmark smoke run,
+# the packages in a booted Debian 12 and the fault-injection suite.
 set -eu
 cd "$(dirname "$0")/.."
 sh tools/install-deps.sh
@@ -34,6 +35,15 @@ if [ "$status" -eq 0 ]; then
         out=$(make check-system 2>&1); rc=$?
         printf '%s\n' "$out" | tail -40
         n=$(printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1 \2/p' | tail -n 1)
+        [ -n "$n" ] && pass=$(( ${pass:-0} + ${n% *} )) && fail=$(( ${fail:-0} + ${n#* } ))
+        [ "$rc" -eq 0 ] || status=$rc
+fi
+# Fault injection (root: its own network namespaces, iptables, the NFQUEUE delay line; figures in the output).
+if [ "$status" -eq 0 ]; then
+        rc=0
+        out=$(make check-faults 2>&1) || rc=$?
+        printf '%s\n' "$out" | grep -E '^\[fault|fault: |passed|FAIL|Error' | tail -60
+        n=$(printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\1 \2/p' | tail -n 1)
         [ -n "$n" ] && pass=$(( ${pass:-0} + ${n% *} )) && fail=$(( ${fail:-0} + ${n#* } ))
         [ "$rc" -eq 0 ] || status=$rc
 fi

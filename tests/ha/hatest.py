@@ -53,17 +53,17 @@ def resp_dial_error(status, text):
 _ha_lock = threading.Lock()
 
 
-def ha_server_cert():
-    """(crt, key) paths of a server certificate with SAN IP:127.0.0.1..3, DNS:localhost, signed by the test CA;
-    made next to the test PKI (konntest's per-process certs directory), again if it vanished."""
+def ha_server_cert(name="ha-server", ips=LOOPBACKS):
+    """(crt, key) paths of a server certificate with SAN IP:127.0.0.1..3 (or the given ips), DNS:localhost, signed
+    by the test CA; made next to the test PKI (konntest's per-process certs directory), again if it vanished."""
     with _ha_lock:
         d = kt.certs_dir()
-        crt, key, csr, ext, srl = (os.path.join(d, n) for n in ("ha-server.crt", "ha-server.key", "ha-server.csr",
-                                                               "ha-server.ext", "ha-ca.srl"))
+        crt, key, csr, ext, srl = (os.path.join(d, n) for n in (name + ".crt", name + ".key", name + ".csr",
+                                                               name + ".ext", name + "-ca.srl"))
         if os.path.exists(crt) and os.path.exists(key):
             return crt, key
         with open(ext, "w") as f:
-            f.write("subjectAltName = DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3\n"
+            f.write("subjectAltName = DNS:localhost," + ",".join("IP:" + ip for ip in ips) + "\n"
                     "extendedKeyUsage = serverAuth,clientAuth\nbasicConstraints = CA:FALSE\n")
         for argv in (["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key + ".tmp"],
                      ["openssl", "req", "-new", "-key", key + ".tmp", "-subj", "/CN=konn-ha-server", "-out", csr],
@@ -302,12 +302,13 @@ class HaTestCase(kt.KonnTestCase):
     # -- daemons ---------------------------------------------------------------------------------------------
 
     def start_konn_server(self, server_id, bind="127.0.0.1", agent_port=None, count=1, strategies=None,
-                          mode="http-connect", extra=(), ha_cert=False, name=None, prefix=()):
+                          mode="http-connect", extra=(), ha_cert=False, name=None, prefix=(), cert=None):
         """konn-server with the UDS frontend <dir>/<server_id>.sock, agent listener bind:agent_port (a free port if
         None), health and admin ports on 127.0.0.1. Waits for the startup line. The Daemon gets the attributes
         server_id, bind, agent_port, health_port, admin_port, sock_path. `prefix` goes before the command (e.g.
-        ["prlimit", "--nofile=128"], which execs it, so the pid stays the daemon's)."""
-        crt, key = ha_server_cert() if ha_cert else (kt.cert("server.crt"), kt.cert("server.key"))
+        ["prlimit", "--nofile=128"], which execs it, so the pid stays the daemon's); `cert` a (crt, key) pair for
+        the agent listener."""
+        crt, key = cert or (ha_server_cert() if ha_cert else (kt.cert("server.crt"), kt.cert("server.key")))
         sock_path = os.path.join(self.dir, server_id + ".sock")
         for attempt in range(3):
             ap = agent_port or kt.free_port()
@@ -338,7 +339,7 @@ class HaTestCase(kt.KonnTestCase):
         raise AssertionError("could not start konn-server %s" % server_id)
 
     def start_konn_agent(self, agent_id="node1", hosts="127.0.0.1", port=None, identifiers=None, extra=(),
-                         name=None, wait_server=None):
+                         name=None, wait_server=None, prefix=()):
         """konn-agent towards hosts (comma list) : port, health and admin ports on 127.0.0.1 (attributes
         health_port, admin_port, agent_id). wait_server: a server Daemon whose 'Agent connected' line (and the
         agent's 'Connected to server' line) is awaited."""
@@ -354,7 +355,7 @@ class HaTestCase(kt.KonnTestCase):
         if identifiers is not None:
             argv.append("--agent-identifiers=" + identifiers)
         argv += list(extra)
-        d = kt.Daemon(name or "agent-%s" % agent_id, argv, self.dir).start()
+        d = kt.Daemon(name or "agent-%s" % agent_id, list(prefix) + argv, self.dir).start()
         self.daemons.append(d)
         d.agent_id, d.health_port, d.admin_port = agent_id, hp, adp
         d.wait_for(MESSAGE_ID=kt.MSG_STARTED, timeout=10)
