@@ -185,6 +185,31 @@ class TestFrontend(kc.ConfTestCase):
         self.assertPacket(st.recv(10), kc.dial_rsp(78, error="No agent available"))
         self.assertEqual(st.pending(0.5), [])
 
+    def test_limits(self):
+        """konn's limits on the gRPC frontend (README "Limits"): a Proxy stream beyond --max-frontend-connections
+        ends with RESOURCE_EXHAUSTED "too many frontend connections"; a dial beyond --max-tunnels-per-agent gets
+        DIAL_RSP{error "every agent is at its tunnel limit"}; the streams already open keep working."""
+        server = self.start_grpc_server(extra=("--max-frontend-connections=2", "--max-tunnels-per-agent=1"))
+        self.start_agent(server=server)
+        echo = self.track(kt.EchoServer())
+        ch = self.frontend_channel()
+        first = self.stream(ch)
+        first.send(kc.dial_req(echo.addr, 81))
+        rsp = kc.parse(first.recv(10))
+        self.assertEqual((rsp.dialResponse.random, rsp.dialResponse.error), (81, ""))
+        second = self.stream(ch)
+        second.send(kc.dial_req(echo.addr, 82))
+        self.assertPacket(second.recv(10), kc.dial_rsp(82, error="every agent is at its tunnel limit"))
+        third = self.stream(ch)
+        third.send(kc.dial_req(echo.addr, 83))
+        code, details, rest = third.wait_end(5)
+        self.assertEqual((code, details, rest), (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many frontend connections",
+                                                 []))
+        first.send(kc.data(rsp.dialResponse.connectID, b"still echoing"))
+        self.assertPacket(first.recv(10), kc.data(rsp.dialResponse.connectID, b"still echoing"))
+        server.wait_for(r"^Refusing a Proxy stream from .*: limit 'frontend_connections' reached "
+                        r"\(--max-frontend-connections\)\.$", prio_max=4)
+
     def test_dial_cls_before_dial_rsp(self):
         """DIAL_REQ to a target whose accept queue is full (the agent's dial hangs), then DIAL_CLS: no DIAL_RSP
         ever reaches the frontend, the stream ends, and the server keeps working (a later dial succeeds)."""
