@@ -122,7 +122,7 @@ class FaultTest(hatest.HaTestCase):
         figures = {}
 
         # konn, upload: client (control plane) -> server -> agent -> sink (node).
-        c = self.tunnel_via(s, "127.0.0.1:%d" % sink.lsock.getsockname()[1])
+        c = self.tunnel_via(s, sink.addr)
         c.settimeout(T(600))
         p = kt.Pattern(BULK, seed=70)
         t0 = time.monotonic()
@@ -136,7 +136,7 @@ class FaultTest(hatest.HaTestCase):
 
         # konn, download: source (node) -> agent -> server -> client.
         t0 = time.monotonic()
-        c = self.tunnel_via(s, "127.0.0.1:%d" % src.lsock.getsockname()[1])
+        c = self.tunnel_via(s, src.addr)
         c.settimeout(T(600))
         n, sha = tt.read_eof_hash(c)
         figures["konn_down_MBps"] = round(BULK / (time.monotonic() - t0) / 1e6, 1)
@@ -205,6 +205,13 @@ class FaultTest(hatest.HaTestCase):
             for c in held:
                 c.close()
             self.wait_until(lambda: self.tunnels(s) == [], 10, "the server to forget the tunnels")
+            if samples:
+                # Transient descriptors (the admin request just made lingers up to 2 s) settle first.
+                base = samples[0]
+                deadline = time.monotonic() + T(5)
+                while time.monotonic() < deadline and (kt.open_fds(s.pid) > base["server_fds"] or
+                                                      kt.open_fds(a.pid) > base["agent_fds"]):
+                    time.sleep(0.1)
             samples.append(dict(cycle=i + 1, seconds=seconds, server_notice=round(sn, 2), agent_notice=round(an, 2),
                                 recovery=round(rec, 2), server_fds=kt.open_fds(s.pid), agent_fds=kt.open_fds(a.pid),
                                 server_rss_kib=s.rss_kib(), agent_rss_kib=a.rss_kib()))
@@ -213,7 +220,7 @@ class FaultTest(hatest.HaTestCase):
             self.assertLessEqual(an, T(2 * KEEPALIVE + 2))
         first, last = samples[0], samples[-1]
         for k in ("server_fds", "agent_fds"):
-            self.assertLessEqual(last[k], first[k] + 1, samples)
+            self.assertLessEqual(last[k], first[k], samples)
         for k in ("server_rss_kib", "agent_rss_kib"):
             self.assertLess(last[k] - first[k], 2048, samples)
 
