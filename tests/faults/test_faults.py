@@ -216,8 +216,8 @@ class FaultTest(hatest.HaTestCase):
                                 recovery=round(rec, 2), server_fds=kt.open_fds(s.pid), agent_fds=kt.open_fds(a.pid),
                                 server_rss_kib=s.rss_kib(), agent_rss_kib=a.rss_kib()))
             report("blackhole", **samples[-1])
-            self.assertLessEqual(sn, T(2 * KEEPALIVE + 2))
-            self.assertLessEqual(an, T(2 * KEEPALIVE + 2))
+            self.assertLessEqual(sn, T(2 * KEEPALIVE + 4))
+            self.assertLessEqual(an, T(2 * KEEPALIVE + 4))
         first, last = samples[0], samples[-1]
         for k in ("server_fds", "agent_fds"):
             self.assertLessEqual(last[k], first[k], samples)
@@ -279,7 +279,7 @@ class FaultTest(hatest.HaTestCase):
         self.assertEqual(held.read_to_eof(timeout=5), b"")
         report("conntrack_flush", agent_notice=round(agent_notice, 2), server_notice=round(server_notice, 2),
                recovery=round(recovery, 2))
-        self.assertLessEqual(agent_notice, T(2 * KEEPALIVE + 2))
+        self.assertLessEqual(agent_notice, T(2 * KEEPALIVE + 4))
         self.assert_serves(s, b"after the flush")
 
     def test_asymmetric_partition(self):
@@ -302,7 +302,7 @@ class FaultTest(hatest.HaTestCase):
             rec = self.wait_reconnected(s, a, ms, ma, t1, SYNC_CAP + 2 * HANDSHAKE + 10)
             report("asymmetric", dropped="to_node" if to_node else "to_cp", server_notice=round(sn, 2),
                    agent_notice=round(an, 2), recovery=round(rec, 2))
-            self.assertLessEqual(max(sn, an), T(2 * KEEPALIVE + 2))
+            self.assertLessEqual(max(sn, an), T(2 * KEEPALIVE + 4))
             self.assert_serves(s, b"healed")
             held.close()
 
