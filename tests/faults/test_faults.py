@@ -7,7 +7,8 @@ partition, a target that never reads and one that black-holes SYNs. Root only; s
 
 Measured figures (recovery times, throughput beside plain TCP over the same link) go to stderr as "[fault: ...]"
 and, with KONN_FAULTS_REPORT=path, as JSON lines to that file. KONN_FAULTS_FULL=1 (make check-faults FULL=1) runs
-the issue's five 60 s blackhole cycles; the default (CI) is one 60 s cycle and four of 12 s."""
+the issue's five 60 s blackhole cycles; the default (CI) is one 60 s cycle and four of 12 s.
+KONN_FAULTS_SERVER_ARGS / KONN_FAULTS_AGENT_ARGS add flags to every daemon (e.g. larger HTTP/2 windows)."""
 
 import json
 import os
@@ -27,6 +28,9 @@ import test_transfer as tt  # noqa: E402
 from hatest import kt, T  # noqa: E402
 
 FULL = os.environ.get("KONN_FAULTS_FULL", "") not in ("", "0")
+# Extra flags for every konn-server / konn-agent of the suite (e.g. "--stream-window-size=8388608").
+SERVER_ARGS = os.environ.get("KONN_FAULTS_SERVER_ARGS", "").split()
+AGENT_ARGS = os.environ.get("KONN_FAULTS_AGENT_ARGS", "").split()
 REPORT = os.environ.get("KONN_FAULTS_REPORT")
 KEEPALIVE = 5      # s, both daemons
 SYNC, SYNC_CAP = 1, 2
@@ -77,11 +81,11 @@ class FaultTest(hatest.HaTestCase):
     def start(self, server_extra=(), agent_extra=()):
         lab = self.lab
         s = self.start_konn_server("srv1", bind=lab.cp_addr, cert=self.cert, prefix=lab.cmd(lab.cp, []),
-                                   extra=["--keepalive-time=%ds" % KEEPALIVE] + list(server_extra))
+                                   extra=["--keepalive-time=%ds" % KEEPALIVE] + SERVER_ARGS + list(server_extra))
         a = self.start_konn_agent("node1", hosts=lab.cp_addr, wait_server=s, prefix=lab.cmd(lab.node, []),
                                   extra=["--keepalive-time=%ds" % KEEPALIVE, "--sync-interval=%ds" % SYNC,
                                          "--sync-interval-cap=%ds" % SYNC_CAP,
-                                         "--handshake-timeout=%ds" % HANDSHAKE] + list(agent_extra))
+                                         "--handshake-timeout=%ds" % HANDSHAKE] + AGENT_ARGS + list(agent_extra))
         return s, a
 
     def in_cp(self, fn, *args):
