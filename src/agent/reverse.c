@@ -258,35 +258,22 @@ static void carry(ReverseListener *l, ServerConn *sc, int fd, const char *peer) 
         manager_status_changed(m);
 }
 
-static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+static int on_accept(int cfd, const SockAddr *peer, socklen_t plen, void *userdata) {
         ReverseListener *l = userdata;
         Manager *m = l->manager;
+        char name[SOCK_ADDR_STRING_MAX];
+        bool unsupported;
+        ServerConn *sc;
 
-        for (unsigned i = 0; i < 64; i++) {
-                SockAddr peer;
-                socklen_t plen = sizeof(peer);
-                char name[SOCK_ADDR_STRING_MAX];
-                bool unsupported;
-                ServerConn *sc;
-                int cfd;
-
-                cfd = sock_accept(fd, &peer, &plen);
-                if (cfd == -EAGAIN)
-                        return 0;
-                if (cfd < 0) {
-                        log_warning_errno(cfd, "Failed to accept on reverse listener '%s', ignoring: %m", l->name);
-                        return 0;
-                }
-                (void) sock_addr_to_string(&peer, plen, name, sizeof(name));
-                if (peer.sa.sa_family == AF_UNIX)
-                        (void) snprintf(name, sizeof(name), "unix:%s", l->address);
-                sc = pick_server(m, &unsupported);
-                if (!sc) {
-                        refuse(l, cfd, name, unsupported);
-                        continue;
-                }
-                carry(l, sc, cfd, name);
+        (void) sock_addr_to_string(peer, plen, name, sizeof(name));
+        if (peer->sa.sa_family == AF_UNIX)
+                (void) snprintf(name, sizeof(name), "unix:%s", l->address);
+        sc = pick_server(m, &unsupported);
+        if (!sc) {
+                refuse(l, cfd, name, unsupported);
+                return 0;
         }
+        carry(l, sc, cfd, name);
         return 0;
 }
 
@@ -351,7 +338,10 @@ int reverse_start(Manager *m) {
                 r = listen_one(l, list[i].is_path);
                 if (r < 0)
                         break;
-                r = sd_event_add_io(m->event, &l->io, l->fd, EPOLLIN, on_accept, l);
+                /* Out of descriptors, the shared listener refuses on its reserve descriptor instead of spinning. */
+                char what[96];
+                (void) snprintf(what, sizeof(what), "reverse listener '%s'", l->name);
+                r = listener_new(m->event, l->fd, what, on_accept, NULL, l, &l->listener);
                 if (r < 0) {
                         log_error_errno(r, "Failed to watch reverse listener '%s': %m", l->name);
                         break;
@@ -365,14 +355,14 @@ int reverse_start(Manager *m) {
 
 void reverse_stop_accepting(Manager *m) {
         for (unsigned i = 0; i < m->n_listeners; i++)
-                (void) sd_event_source_set_enabled(m->listeners[i].io, SD_EVENT_OFF);
+                listener_set_enabled(m->listeners[i].listener, false);
 }
 
 void reverse_done(Manager *m) {
         for (unsigned i = 0; i < m->n_listeners; i++) {
                 ReverseListener *l = &m->listeners[i];
 
-                l->io = sd_event_source_disable_unref(l->io);
+                l->listener = listener_free(l->listener);
                 l->fd = safe_close(l->fd);
                 if (l->unlink_path)
                         (void) unlink(l->unlink_path);

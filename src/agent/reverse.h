@@ -15,6 +15,7 @@
 
 #include "agent-forward.h"
 #include "h2conn.h"
+#include "listener.h"
 #include "macro.h"
 #include "relay.h"
 
@@ -23,7 +24,7 @@ struct ReverseListener {
         char name[65];
         char *address;            /* as configured */
         int fd;
-        sd_event_source *io;
+        Listener *listener;
         char *unlink_path;        /* a Unix socket we bound ourselves, removed at exit */
 };
 
