@@ -173,6 +173,32 @@ class LimitsTest(hatest.HaTestCase):
         self.wait_until(lambda: kt.open_fds(a.pid) < limit, 10, "the agent to close the endpoint")
         self.assert_echo(self.tunnel_via(s, self.echo.addr), b"again")
 
+    def test_reverse_listener_out_of_descriptors(self):
+        """The agent's reverse listener (node -> control plane) out of descriptors: the connection beyond the limit
+        is accepted on the reserve descriptor and closed at once, one warning, no spinning, the open connection
+        keeps echoing, and the listener accepts again once it closes."""
+        lst = "127.0.0.1:%d" % kt.free_port()
+        s, a = self.start_reverse_pair({"api": self.echo.addr}, {"api": lst})
+        first = self.reverse_client(lst)
+        self.assert_echo(first, b"first")
+        since = a.mark()
+        limit = kt.open_fds(a.pid)
+        kt.subprocess.run(["prlimit", "--pid", str(a.pid), "--nofile=%d:%d" % (limit, limit)], check=True)
+        for _ in range(20):
+            c = self.reverse_client(lst)
+            self.assertEqual(c.read_to_eof(timeout=5), b"")
+        lines = self.warnings(a, r"^Out of file descriptors \(Too many open files\): refusing new reverse listener "
+                                 r"'api' connections until some are closed", since)
+        self.assertIn(len(lines), (1, 2), lines)
+        self.assert_echo(first, b"still echoing")
+        self.assert_idle_cpu(a)
+        first.close()
+        self.wait_until(lambda: kt.open_fds(a.pid) < limit, 10, "the agent to close the connection")
+        again = self.reverse_client(lst)
+        self.assert_echo(again, b"again")
+        a.wait_for(r"^Accepting reverse listener 'api' connections again \(\d+ refused while out of descriptors\)",
+                   since=since)
+
     def test_metric_families(self):
         """Every limit label exists from the start, at 0."""
         s = self.start_konn_server("srv1")
