@@ -57,6 +57,7 @@ static ReverseConn *reverse_conn_free(ReverseConn *rc) {
         }
         free(rc);
         manager_status_changed(sc->manager);
+        server_conn_check_idle(sc);
         return NULL;
 }
 
@@ -189,7 +190,8 @@ static ServerConn *pick_server(Manager *m, bool *ret_unsupported) {
 
         *ret_unsupported = false;
         for (ServerConn *sc = m->conns; sc; sc = sc->conns_next) {
-                if (sc->dead || sc->state != SERVER_CONN_READY || !sc->conn)
+                /* After a GOAWAY no new stream may start on that connection. */
+                if (sc->dead || sc->going_away || sc->state != SERVER_CONN_READY || !sc->conn)
                         continue;
                 if (!sc->reverse) {
                         *ret_unsupported = true;

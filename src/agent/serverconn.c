@@ -276,7 +276,8 @@ static int on_idle_check(sd_event_source *s, void *userdata) {
         ServerConn *sc = userdata;
 
         sc->idle_check = sd_event_source_disable_unref(sc->idle_check);
-        if (sc->dead || !sc->going_away || idmap_size(sc->endpoints) > 0 || idmap_size(sc->dials) > 0)
+        if (sc->dead || !sc->going_away || idmap_size(sc->endpoints) > 0 || idmap_size(sc->dials) > 0 ||
+            sc->n_rconns > 0)
                 return 0;
         log_debug("Every connection through server '%s' finished after its GOAWAY, closing.", sc->server_id);
         if (sc->call) {
