@@ -125,6 +125,16 @@ def ldd_paths(binary):
     return paths
 
 
+def find_library(soname):
+    """The path of a library the daemons dlopen() (ldconfig's cache), for libraries ldd cannot see."""
+    out = subprocess.run(["ldconfig", "-p"], check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
+    for line in out.splitlines():
+        m = re.match(r"^\s*(\S+) \(([^)]*)\) => (/\S+)$", line)
+        if m and m.group(1) == soname and ("x86-64" in m.group(2) or platform.machine() != "x86_64"):
+            return m.group(3)
+    raise SystemExit("mkimage: %s not found (ldconfig -p)" % soname)
+
+
 def stripped(binary, strip):
     with tempfile.TemporaryDirectory(prefix="konn-mkimage.") as d:
         out = os.path.join(d, os.path.basename(binary))
@@ -155,6 +165,9 @@ def main():
     ap.add_argument("--ref-name", default="")
     ap.add_argument("--ca-bundle", default="/etc/ssl/certs/ca-certificates.crt")
     ap.add_argument("--strip", default="strip")
+    # libcurl is loaded with dlopen() only when a daemon talks to the Kubernetes API (token authentication,
+    # leases): ldd does not list it, so it and its dependencies are added by name.
+    ap.add_argument("--dlopen", action="append", default=None, metavar="SONAME")
     a = ap.parse_args()
 
     arch = ARCH.get(platform.machine())
@@ -166,6 +179,11 @@ def main():
     for name, path in (("konn-server", a.server), ("konn-agent", a.agent)):
         root.add_bytes("usr/sbin/" + name, stripped(path, a.strip), 0o755)
         for p in ldd_paths(path):
+            if p not in libs:
+                libs.append(p)
+    for soname in a.dlopen if a.dlopen is not None else ["libcurl.so.4"]:
+        path = find_library(soname)
+        for p in [path] + ldd_paths(path):
             if p not in libs:
                 libs.append(p)
     for p in libs:
