@@ -7,7 +7,7 @@ PKGS="build-essential autoconf automake pkg-config
       libsystemd-dev libssl-dev libnghttp2-dev libconfig-dev check
       libyaml-dev libjson-c-dev libcurl4-openssl-dev
       openssl curl ca-certificates python3 python3-grpcio python3-grpc-tools python3-protobuf python3-h2
-      valgrind clang systemd groff-base man-db procps
+      valgrind clang systemd groff-base man-db procps iproute2
       dpkg-dev debhelper lintian devscripts rpm rpmlint debootstrap systemd-container
       selinux-policy-dev selinux-policy-default policycoreutils setools semodule-utils e2fsprogs qemu-system-x86
       etcd-server podman runc
