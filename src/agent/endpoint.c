@@ -333,7 +333,8 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
         ep->connect_id = connect_id;
         ep->dial_id = p->dial_req.random;
         ep->start_usec = now_usec();
-        ep->address = strndup(p->dial_req.address.ptr, MIN(p->dial_req.address.len, (size_t) 270));
+        /* An absent address field decodes as { NULL, 0 }: dial "" (it fails with Go's error text), never strndup(NULL). */
+        ep->address = strndup(p->dial_req.address.ptr ?: "", MIN(p->dial_req.address.len, (size_t) 270));
         ep->dial = calloc(1, sizeof(EndpointDial));
         if (!ep->address || !ep->dial) {
                 free(ep->address);
@@ -345,6 +346,8 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
                         p->dial_req.protocol.ptr);
         r = idmap_put(sc->endpoints, connect_id, ep);
         if (r < 0) {
+                free(ep->address);
+                free(ep->dial);
                 free(ep);
                 return r;
         }
