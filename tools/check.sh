@@ -30,6 +30,19 @@ fi
 if [ "$status" -eq 0 ]; then
         make bench-smoke || status=$?
 fi
+# The integration, conformance and HA suites again with ASan + UBSan daemons (any report fails), then a 2-minute
+# soak (mixed workload, agent restarts, certificate rotation; verdict on data, RSS trend and fds).
+for t in check-asan "soak DURATION=120"; do
+        [ "$status" -eq 0 ] || break
+        # shellcheck disable=SC2086
+        rc=0; out=$(make $t 2>&1) || rc=$?
+        printf '%s\n' "$out" | tail -40
+        n=$(printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1 \2/p' | tail -n 1)
+        [ -z "$n" ] && n=$(printf '%s\n' "$out" | sed -n 's/^konn-summary: ran=\([0-9]*\) failed=\([0-9]*\).*/\1 \2/p' |
+                tail -n 1 | awk '{ print $1 - $2, $2 }')
+        [ -n "$n" ] && pass=$(( ${pass:-0} + ${n% *} )) && fail=$(( ${fail:-0} + ${n#* } ))
+        [ "$rc" -eq 0 ] || status=$rc
+done
 # The packages, installed into a booted Debian 12 (systemd-nspawn; the root is cached in /var/cache/konn-test).
 if [ "$status" -eq 0 ]; then
         out=$(make check-system 2>&1); rc=$?
