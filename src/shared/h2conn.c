@@ -71,6 +71,7 @@ struct H2Conn {
         nghttp2_session *session;
         bool server;
         H2State state;
+        unsigned in_nghttp2;    /* inside nghttp2_session_send()/mem_recv(): nghttp2 must not be re-entered */
         H2ConnSettings settings;
         sd_event_source *io, *timer, *defer, *keepalive;
         bool ping_outstanding;
@@ -1047,7 +1048,9 @@ static int h2conn_pump_out_buffer(H2Conn *c) {
                 c->write_blocked = false;
                 if (!nghttp2_session_want_write(c->session))
                         return 0;
+                c->in_nghttp2++;
                 r = nghttp2_session_send(c->session);
+                c->in_nghttp2--;
                 h2conn_dispatch_done(c);
                 if (r != 0) {
                         log_debug("nghttp2_session_send() failed: %s", nghttp2_strerror(r));
@@ -1123,7 +1126,9 @@ static void h2conn_process(H2Conn *c, uint32_t revents) {
                         filled += (size_t) n;
                 }
                 if (filled > 0) {
+                        c->in_nghttp2++;
                         k = nghttp2_session_mem_recv(c->session, inbuf, filled);
+                        c->in_nghttp2--;
                         if (k < 0) {
                                 log_debug("nghttp2_session_mem_recv() failed: %s", nghttp2_strerror((int) k));
                                 /* nghttp2 queued a GOAWAY for protocol errors: try to get it out. */
@@ -1210,7 +1215,11 @@ void h2conn_close(H2Conn *c, int error, const char *reason) {
                 return;
         if (c->session && c->state == H2_RUNNING) {
                 (void) nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
-                (void) h2conn_pump_out(c);
+                /* From inside an nghttp2 callback (an owner's on_end), sending now would re-enter nghttp2: the
+                 * frame being sent would be processed twice and its stream closed (and its call freed) twice.
+                 * The running nghttp2_session_send() picks up the GOAWAY instead. */
+                if (!c->in_nghttp2)
+                        (void) h2conn_pump_out(c);
         }
         h2conn_fail(c, error, reason);
 }
