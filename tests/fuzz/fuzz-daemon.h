@@ -2,7 +2,8 @@
 /*
  * fuzz-daemon — what the whole-connection fuzzers (fuzz-server-*.c, fuzz-agent-conn.c) share: a private network
  * namespace (the daemons dial whatever the input names, so the process must not reach any real network), TLS
- * switched off at link time (the input is the HTTP/2 byte stream itself), a "pipe" that feeds input bytes into one
+ * switched off at link time (the input is the HTTP/2 byte stream itself), name lookups made synchronous (also at
+ * link time, so none outlives its input), a "pipe" that feeds input bytes into one
  * socket from the sd-event loop while reading and discarding what the daemon answers, and a bounded way to run the
  * loop until nothing is left to do.
  *
