@@ -213,14 +213,13 @@ class TestTokenAuth(TokenAuthTestCase):
 
     def test_cache_and_token_expiry(self):
         s = self.start_auth_server()
-        self.api.add_token("short", USER, exp=time.time() + T(4))
-        short = fakeapi.jwt(time.time() + T(4))
-        self.api.add_token(short, USER, exp=time.time() + T(4))
         self.start_token_agent("c1", "good", s)
         self.start_token_agent("c2", "good", s)
         goods = [b for b in self.api.reviews() if b["spec"]["token"] == "good"]
         self.assertEqual(len(goods), 1, "the second connection with the same token used the cached review")
         # a JWT whose exp is near: cached only until then, then reviewed again (and now refused)
+        short = fakeapi.jwt(time.time() + T(4))
+        self.api.add_token(short, USER, exp=time.time() + T(4))
         self.start_token_agent("j1", short, s)
         n = len(self.api.reviews())
         time.sleep(max(0, T(4) + 0.5))
