@@ -363,7 +363,8 @@ static int start_tls(ServerConn *sc) {
         H2ConnSettings st = { .handshake_timeout_usec = cfg->handshake_timeout_usec,
                               .keepalive_usec = cfg->keepalive_time_usec,
                               .stream_window = (uint32_t) cfg->stream_window_size,
-                              .connection_window = (uint32_t) cfg->connection_window_size };
+                              .connection_window = (uint32_t) cfg->connection_window_size,
+                              .window_max = (uint32_t) cfg->max_window_size };
         TlsConn *tc = NULL;
         Transport t;
         int r;

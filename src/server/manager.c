@@ -97,6 +97,7 @@ static int link_new(Manager *m, int fd, bool frontend, const char *peer) {
                 .max_concurrent_streams = frontend ? 10000 : (uint32_t) MIN(m->config->max_tunnels_per_agent + 16, (int64_t) INT32_MAX),
                 .stream_window = (uint32_t) m->config->stream_window_size,
                 .connection_window = (uint32_t) m->config->connection_window_size,
+                .window_max = (uint32_t) m->config->max_window_size,
                 .keepalive_usec = frontend ? m->config->frontend_keepalive_time_usec : m->config->keepalive_time_usec,
         };
         TlsConn *tc = NULL;

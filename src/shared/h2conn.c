@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <strings.h>
@@ -76,6 +77,12 @@ struct H2Conn {
         sd_event_source *io, *timer, *defer, *keepalive;
         bool ping_outstanding;
         bool goaway_seen;       /* the peer's first GOAWAY was handed to on_goaway */
+
+        /* BDP estimation: one PING at a time, sent with the first DATA received while none is out; the DATA bytes
+         * received until its ACK are what one round trip carried. */
+        bool bdp_ping_outstanding;
+        uint64_t bdp_sample;
+        uint32_t stream_window, connection_window; /* current receive windows (they only grow) */
         const H2ConnHandler *handler;
         void *userdata;
 
@@ -98,6 +105,8 @@ static uint8_t inbuf[H2_INBUF_SIZE];
 
 static void h2conn_schedule(H2Conn *c);
 static void h2conn_fail(H2Conn *c, int error, const char *reason);
+
+static const uint8_t bdp_ping_opaque[8] = { 'k', 'o', 'n', 'n', '-', 'b', 'd', 'p' };
 static GrpcCall *grpc_call_free(GrpcCall *call);
 
 /* ---------------------------------------------------------------------------------------------------------------- */
@@ -636,12 +645,53 @@ static const GrpcReaderCallbacks reader_callbacks = {
         .body = on_message_body,
 };
 
+/* Windows follow the bandwidth-delay product, as grpc-go's BDP estimator does: when one round trip carried more
+ * than 2/3 of the stream window, the window was what limited it, and both windows grow to twice the sample (at most
+ * window_max; they never shrink). The stream window grows through SETTINGS_INITIAL_WINDOW_SIZE (the peer adds the
+ * difference to every stream), the connection window with a WINDOW_UPDATE. */
+static void bdp_on_data(H2Conn *c, size_t len) {
+        if (c->settings.window_max <= c->stream_window || c->state != H2_RUNNING)
+                return;
+        if (!c->bdp_ping_outstanding) {
+                if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, bdp_ping_opaque) != 0)
+                        return;
+                c->bdp_ping_outstanding = true;
+                c->bdp_sample = 0;
+                h2conn_schedule(c);
+        }
+        c->bdp_sample += len;
+}
+
+static void bdp_on_ack(H2Conn *c) {
+        uint64_t want;
+        uint32_t w;
+
+        c->bdp_ping_outstanding = false;
+        if (c->bdp_sample * 3 < (uint64_t) c->stream_window * 2)
+                return;
+        want = MIN(c->bdp_sample * 2, (uint64_t) c->settings.window_max);
+        if (want <= c->stream_window)
+                return;
+        w = (uint32_t) want;
+        if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE,
+                                    &(const nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, w }, 1) != 0)
+                return;
+        c->stream_window = w;
+        if (w > c->connection_window &&
+            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, (int32_t) w) == 0)
+                c->connection_window = w;
+        log_debug("HTTP/2 receive windows grown to %" PRIu32 " bytes per stream, %" PRIu32 " per connection "
+                  "(%" PRIu64 " bytes in one round trip).", c->stream_window, c->connection_window, c->bdp_sample);
+        h2conn_schedule(c);
+}
+
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
                          void *userdata) {
         GrpcCall *call = nghttp2_session_get_stream_user_data(s, stream_id);
         size_t held;
         int r;
 
+        bdp_on_data(userdata, len);
         if (!call || call->ignore_input) {
                 (void) nghttp2_session_consume(s, stream_id, len);
                 return 0;
@@ -728,8 +778,12 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
         H2Conn *c = userdata;
         GrpcCall *call;
 
-        if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK))
-                c->ping_outstanding = false;
+        if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+                if (memcmp(frame->ping.opaque_data, bdp_ping_opaque, sizeof(bdp_ping_opaque)) == 0)
+                        bdp_on_ack(c);
+                else
+                        c->ping_outstanding = false;
+        }
         if (frame->hd.type == NGHTTP2_GOAWAY && !c->goaway_seen) {
                 c->goaway_seen = true;
                 if (c->handler->on_goaway)
@@ -1287,8 +1341,9 @@ static int h2conn_start_session(H2Conn *c) {
         if (r != 0)
                 return -ENOMEM;
 
-        iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
-                                            c->settings.stream_window ?: H2_DEFAULT_STREAM_WINDOW };
+        c->stream_window = c->settings.stream_window ?: H2_DEFAULT_STREAM_WINDOW;
+        c->connection_window = c->settings.connection_window ?: H2_DEFAULT_CONNECTION_WINDOW;
+        iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->stream_window };
         iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST };
         iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_MAX_FRAME_SIZE, H2_MAX_FRAME };
         if (c->server)
@@ -1298,8 +1353,7 @@ static int h2conn_start_session(H2Conn *c) {
                 iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 };
         if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, n) != 0)
                 return -EIO;
-        if (nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
-                                                  (int32_t) (c->settings.connection_window ?: H2_DEFAULT_CONNECTION_WINDOW)) != 0)
+        if (nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, (int32_t) c->connection_window) != 0)
                 return -EIO;
         c->outbuf = malloc(H2_OUTBUF_SIZE);
         if (!c->outbuf)

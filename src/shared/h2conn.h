@@ -79,6 +79,8 @@ typedef struct H2ConnSettings {
         uint32_t max_concurrent_streams;     /* we accept; 0 = default 1000 */
         uint32_t stream_window;              /* initial per-stream receive window; 0 = default */
         uint32_t connection_window;          /* 0 = default */
+        uint32_t window_max;                 /* both windows grow with the measured bandwidth-delay product up to
+                                              * this; 0 or <= stream_window: fixed windows */
         uint64_t handshake_timeout_usec;     /* 0 = none */
         uint64_t keepalive_usec;             /* PING interval; a PING not acknowledged by the next one kills the
                                               * connection. 0 = off */

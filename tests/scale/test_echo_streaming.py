@@ -20,7 +20,8 @@ BENCH = os.path.join(konntest.BUILDDIR, "bench", "konn-bench")
 # Under valgrind (KONN_WRAPPER) a thousand tunnels would take hours: 50 still stall without streamed delivery.
 TUNNELS = int(os.environ.get("KONN_ECHO_TUNNELS", "50" if os.environ.get("KONN_WRAPPER") else "1000"))
 TUNNEL_SIZE = 320 * 1024  # more than one chunk per direction: messages split and streamed on both sides
-SMALL = ("--stream-window-size=16384", "--connection-window-size=65535", "--relay-chunk-size=262144")
+SMALL = ("--stream-window-size=16384", "--connection-window-size=65535", "--max-window-size=0",
+         "--relay-chunk-size=262144")
 
 
 class TestEchoStreaming(konntest.KonnTestCase):
