@@ -3,28 +3,39 @@
 
 #include "forwarder.h"
 
-#define FORWARDER_MESSAGE_MAX (GRPC_MESSAGE_MAX - PACKET_DATA_HEADER_MAX - GRPC_PREFIX_SIZE)
+/* HTTP/2 windows are at most 2^31 - 1 bytes: a source that makes us hold more ignored flow control. */
+#define FORWARDER_PENDING_MAX ((size_t) INT32_MAX)
+
+struct ForwarderChunk {
+        ForwarderChunk *next;
+        size_t len, cap;
+        uint8_t data[];
+};
 
 static void forwarder_send_next(Forwarder *f);
 
 static void forwarder_sent(OutMsg *m, void *userdata) {
         Forwarder *f = userdata;
 
-        if (f->src)
-                grpc_call_consume(f->src, f->cur_len);
+        if (f->src && f->cur)
+                grpc_call_consume(f->src, f->cur->len);
         f->cur = mfree(f->cur);
-        f->cur_len = 0;
         forwarder_send_next(f);
 }
 
 static void forwarder_send_next(Forwarder *f) {
-        if (f->next_len == 0 || out_msg_queued(&f->out) || !f->dst)
+        ForwarderChunk *c = f->head;
+
+        if (!c || out_msg_queued(&f->out) || f->cur || !f->dst)
                 return;
-        f->cur = TAKE_PTR(f->next);
-        f->cur_len = f->next_len;
-        f->next_len = f->next_cap = 0;
+        f->head = c->next;
+        if (!f->head)
+                f->tail = NULL;
+        f->pending -= c->len;
+        c->next = NULL;
+        f->cur = c;
         metric_add(f->sent_packets, f->sent_labels, 1);
-        grpc_call_send_data(f->dst, &f->out, f->connect_id, f->cur, f->cur_len, forwarder_sent, f);
+        grpc_call_send_data(f->dst, &f->out, f->connect_id, c->data, c->len, forwarder_sent, f);
 }
 
 void forwarder_init(Forwarder *f, GrpcCall *src, GrpcCall *dst, int64_t connect_id) {
@@ -33,23 +44,30 @@ void forwarder_init(Forwarder *f, GrpcCall *src, GrpcCall *dst, int64_t connect_
 }
 
 int forwarder_push(Forwarder *f, const uint8_t *data, size_t len) {
+        ForwarderChunk *t = f->tail;
+
         if (len == 0)
                 return 0;
-        if (f->next_len + len > FORWARDER_MESSAGE_MAX)
+        if (f->pending + len > FORWARDER_PENDING_MAX)
                 return -ENOBUFS;
-        if (f->next_len + len > f->next_cap) {
-                size_t cap = MAX(f->next_cap * 2, MAX(len, (size_t) 16384));
-                uint8_t *n;
+        if (!t || t->cap - t->len < len) {
+                size_t cap = MAX(len, FORWARDER_CHUNK);
 
-                cap = MIN(MAX(cap, f->next_len + len), (size_t) FORWARDER_MESSAGE_MAX);
-                n = realloc(f->next, cap);
-                if (!n)
+                if (cap > GRPC_MESSAGE_MAX - GRPC_PREFIX_SIZE - PACKET_DATA_HEADER_MAX)
+                        return -ENOBUFS;
+                t = malloc(sizeof(ForwarderChunk) + cap);
+                if (!t)
                         return -ENOMEM;
-                f->next = n;
-                f->next_cap = cap;
+                *t = (ForwarderChunk){ .cap = cap };
+                if (f->tail)
+                        f->tail->next = t;
+                else
+                        f->head = t;
+                f->tail = t;
         }
-        memcpy(f->next + f->next_len, data, len);
-        f->next_len += len;
+        memcpy(t->data + t->len, data, len);
+        t->len += len;
+        f->pending += len;
         forwarder_send_next(f);
         return (int) len;
 }
@@ -66,13 +84,18 @@ void forwarder_forget_call(Forwarder *f, GrpcCall *call) {
 void forwarder_done(Forwarder *f, bool flush) {
         /* A queued message stays queued (h2conn copies what is unsent). */
         grpc_call_cancel_msg(&f->out);
-        if (flush && f->dst && f->next_len > 0 &&
-            grpc_call_send_data_copy(f->dst, f->connect_id, f->next, f->next_len) >= 0)
-                metric_add(f->sent_packets, f->sent_labels, 1);
         if (f->src)
-                grpc_call_consume(f->src, f->cur_len + f->next_len);
-        f->src = f->dst = NULL;
+                grpc_call_consume(f->src, (f->cur ? f->cur->len : 0) + f->pending);
         f->cur = mfree(f->cur);
-        f->next = mfree(f->next);
-        f->cur_len = f->next_len = f->next_cap = 0;
+        while (f->head) {
+                ForwarderChunk *c = f->head;
+
+                f->head = c->next;
+                if (flush && f->dst && grpc_call_send_data_copy(f->dst, f->connect_id, c->data, c->len) >= 0)
+                        metric_add(f->sent_packets, f->sent_labels, 1);
+                free(c);
+        }
+        f->src = f->dst = NULL;
+        f->tail = NULL;
+        f->pending = 0;
 }

@@ -51,7 +51,7 @@ struct GrpcCall {
 
         OutMsg *q_head, *q_tail;
         size_t q_bytes;         /* unsent bytes queued */
-        size_t q_control_bytes; /* of which in h2conn-owned messages */
+        size_t q_control_bytes; /* of which in control packets (DATA is bounded by flow control instead) */
 
         bool deferred;          /* data provider returned DEFERRED */
         bool responded;         /* server: response headers submitted */
@@ -126,7 +126,7 @@ static void queue_append(GrpcCall *call, OutMsg *m) {
                 call->q_head = m;
         call->q_tail = m;
         call->q_bytes += out_msg_total(m) - m->sent;
-        if (m->owned)
+        if (m->control)
                 call->q_control_bytes += out_msg_total(m) - m->sent;
 }
 
@@ -144,7 +144,7 @@ static void queue_unlink(GrpcCall *call, OutMsg *m) {
         m->next = m->prev = NULL;
         m->call = NULL;
         call->q_bytes -= left;
-        if (m->owned)
+        if (m->control)
                 call->q_control_bytes -= left;
 }
 
@@ -189,6 +189,7 @@ int grpc_call_send_packet(GrpcCall *call, const Packet *p) {
         }
         grpc_prefix_write((uint8_t *) m->payload, (uint32_t) len);
         m->payload_len = GRPC_PREFIX_SIZE + len;
+        m->control = true;
         queue_append(call, m);
         call_kick(call);
         return 0;
@@ -277,7 +278,7 @@ void grpc_call_cancel_msg(OutMsg *m) {
                 m->next->prev = copy;
         else
                 call->q_tail = copy;
-        call->q_control_bytes += left;
+        /* A DATA copy: its bytes stay bounded by the flow control that bounded the original. */
         m->next = m->prev = NULL;
         m->call = NULL;
 }
@@ -405,7 +406,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
                 left -= take;
                 m->sent += take;
                 call->q_bytes -= take;
-                if (m->owned)
+                if (m->control)
                         call->q_control_bytes -= take;
                 if (m->sent == out_msg_total(m)) {
                         /* Fully copied: unlink without touching the byte counters again. */

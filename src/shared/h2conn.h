@@ -47,6 +47,7 @@ struct OutMsg {
         out_msg_done_t done;
         void *userdata;
         bool owned;                     /* allocated by h2conn, freed when sent */
+        bool control;                   /* a control packet: counts against the call's control-bytes bound */
         bool done_pending;              /* fully sent, done() not yet dispatched */
         H2Conn *done_conn;              /* whose done list holds it while done_pending */
 };
@@ -123,7 +124,8 @@ int grpc_call_send_packet(GrpcCall *call, const Packet *p);
  * H2Conn itself. */
 void grpc_call_send_data(GrpcCall *call, OutMsg *m, int64_t connect_id, const uint8_t *data, size_t len,
                          out_msg_done_t done, void *userdata);
-/* Queue a DATA packet with a copy of the payload (allocates; counts against the control-bytes bound). */
+/* Queue a DATA packet with a copy of the payload (allocates; bounded by the flow control of wherever the bytes came
+ * from, not by the control-bytes bound). */
 int grpc_call_send_data_copy(GrpcCall *call, int64_t connect_id, const uint8_t *data, size_t len);
 /* Take back a queued message: what is still unsent is copied and stays queued (bytes are never dropped or
  * reordered); done() will not be called. No-op if not queued. */
