@@ -82,6 +82,7 @@ struct H2Conn {
          * received until its ACK are what one round trip carried. */
         bool bdp_ping_outstanding;
         uint64_t bdp_sample;
+        uint64_t bdp_idle_bytes;   /* received since the last sample: a new one starts after stream_window / 4 */
         uint32_t stream_window, connection_window; /* current receive windows (they only grow) */
         const H2ConnHandler *handler;
         void *userdata;
@@ -649,13 +650,20 @@ static const GrpcReaderCallbacks reader_callbacks = {
 /* Windows follow the bandwidth-delay product, as grpc-go's BDP estimator does: when one round trip carried more
  * than 2/3 of the stream window, the window was what limited it, and both windows grow to twice the sample (at most
  * window_max; they never shrink). The stream window grows through SETTINGS_INITIAL_WINDOW_SIZE (the peer adds the
- * difference to every stream), the connection window with a WINDOW_UPDATE. */
+ * difference to every stream), the connection window with a WINDOW_UPDATE. A sample starts only once a quarter of
+ * the stream window has arrived since the last one. */
 static void bdp_on_data(H2Conn *c, size_t len) {
         if (c->settings.window_max <= c->stream_window || c->state != H2_RUNNING)
                 return;
         if (!c->bdp_ping_outstanding) {
+                /* Only bulk traffic can fill a window: small exchanges (a dial, a request and its answer) never
+                 * send PINGs, which would cost both peers a wake-up each. */
+                c->bdp_idle_bytes += len;
+                if (c->bdp_idle_bytes < c->stream_window / 4)
+                        return;
                 if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, bdp_ping_opaque) != 0)
                         return;
+                c->bdp_idle_bytes = 0;
                 c->bdp_ping_outstanding = true;
                 c->bdp_sample = 0;
                 h2conn_schedule(c);
