@@ -115,7 +115,7 @@ const ConfKey agent_config_table[] = {
         INT("max-window-size", max_window_size, 0, INT32_MAX, "16777216",
             "Upper bound in bytes to which both windows grow when a round trip carries more than 2/3 of the stream "
             "window (bandwidth-delay product estimation, as grpc-go; 0: fixed windows)"),
-        INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "65536",
+        INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "131072",
             "Largest read from a destination and so the largest DATA message sent to servers, in bytes"),
         { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),
           .help = "Log level: emerg..debug (default: info, or debug with --v=5 or more)" },

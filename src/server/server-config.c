@@ -129,7 +129,7 @@ const ConfKey server_config_table[] = {
         INT("max-window-size", max_window_size, 0, INT32_MAX, "16777216",
             "Upper bound in bytes to which both windows grow when a round trip carries more than 2/3 of the stream "
             "window (bandwidth-delay product estimation, as grpc-go; 0: fixed windows)"),
-        INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "65536",
+        INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "131072",
             "Largest read from a CONNECT client and so the largest DATA message sent to agents, in bytes"),
         STRING("reverse-destinations", reverse_destinations, NULL,
                "Node to control plane: NAME=HOST:PORT[,...], the only destinations konn agents may reach "

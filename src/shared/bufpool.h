@@ -5,13 +5,15 @@
  * with bufpool_get() belongs to the caller until bufpool_put(). Loop thread only. The chunk size is the largest
  * read the relay does and so the largest DATA message it sends; it is set once at startup (--relay-chunk-size),
  * before any buffer is taken. Received DATA is streamed to its destination as it arrives (h2conn), so a large
- * chunk never needs a whole-message buffer or window on the receiving side.
+ * chunk never needs a whole-message buffer or window on the receiving side. 128 KiB by measurement (CPU per GiB of
+ * server + agent, 512 MiB, three runs each on a loaded 2-core machine): upload 1.60 s (64 KiB), 1.46 (128 KiB),
+ * 1.40 (256 KiB); download 1.80 / 1.96 / 1.90 (noise); 256 KiB would double again what many busy tunnels hold.
  */
 #pragma once
 
 #include "macro.h"
 
-#define BUFPOOL_CHUNK_DEFAULT (64 * 1024)
+#define BUFPOOL_CHUNK_DEFAULT (128 * 1024)
 #define BUFPOOL_CHUNK_MIN (16 * 1024) /* holds what a CONNECT client pipelines behind its header */
 #define BUFPOOL_CHUNK_MAX (1024 * 1024)
 #define BUFPOOL_MAX_FREE 4
