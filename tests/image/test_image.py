@@ -220,9 +220,11 @@ class ContainerCase(konntest.KonnTestCase):
             subprocess.run([PODMAN, "rm", "-f", "-t", "0", c], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            timeout=T(120))
 
-    def run_container(self, tag, argv, mounts=()):
+    def run_container(self, tag, argv, mounts=(), env=()):
         cname = "konn11-%s-%d-%d" % (tag, os.getpid(), len(self.containers))
         args = ["run", "-d", "--name", cname] + RUN_FLAGS
+        for kv in env:
+            args += ["-e", kv]
         for src, dst in mounts:
             args += ["-v", "%s:%s:ro" % (src, dst) if not dst.endswith(":rw") else "%s:%s" % (src, dst[:-3])]
         r = podman(*(args + [self.name] + argv))
@@ -367,6 +369,109 @@ class ImageBehindKubeAPIServer(ContainerCase):
         self.assertEqual(hashlib.sha256(r.stdout).hexdigest(), hashlib.sha256(body).hexdigest())
         self.assertIn(("/containerLogs/konn-image/image-pod/main", "kube-apiserver-kubelet-client"),
                       kubelet.requests)
+
+    def manifest_container(self, api, source, kind):
+        """The first container of the `kind` object in a deploy/kubernetes manifest (-f FILE or -k DIR), as
+        kubectl builds it (client-side dry run, JSON)."""
+        out = json.loads(api.kubectl("create", "--dry-run=client", "-o", "json", *source).stdout)
+        items = out["items"] if out.get("kind") == "List" else [out]
+        obj = [o for o in items if o["kind"] == kind][0]
+        spec = obj["spec"]["template"]["spec"] if kind == "DaemonSet" else obj["spec"]
+        return spec["containers"][0]
+
+    def test_token_auth_as_deployed(self):
+        """The token-authentication manifests' own command lines (static Pod konn-server, DaemonSet konn-agent),
+        with only addresses and ports changed for the host network, and the shipped RBAC: the agent's projected
+        token passes the server's TokenReview, the server holds its Lease, the agent counts it, kubectl logs
+        works through both containers."""
+        deploy = os.path.join(konntest.SRCDIR, "deploy", "kubernetes")
+        sock = os.path.join(self.run_dir, "konnectivity-server.socket")
+        api = kubeapi.KubeAPI(egress=("GRPC", sock))
+        self.addCleanup(api.stop)
+        api.start()
+        for f in ("server-rbac.yaml", "agent-rbac.yaml", "base/agent-serviceaccount.yaml"):
+            api.kubectl("apply", "-f", os.path.join(deploy, f))
+        # konn-server's host directory (/etc/kubernetes/konnectivity-server): a serving certificate from the
+        # cluster CA and a kubeconfig for user system:konnectivity-server (the subject of server-rbac.yaml).
+        host = self.run_dir
+        kubeapi.issue_cert(api.pki, "konn-server", "/CN=konn-server", "serverAuth", "IP:127.0.0.1")
+        kubeapi.issue_cert(api.pki, "konn-server-client", "/CN=system:konnectivity-server", "clientAuth")
+        for src, dst in (("konn-server.crt", "server.crt"), ("konn-server.key", "server.key"),
+                         ("konn-server-client.crt", "client.crt"), ("konn-server-client.key", "client.key"),
+                         ("ca.crt", "kube-ca.crt")):
+            shutil.copy(os.path.join(api.pki, src), os.path.join(host, dst))
+        d = "/etc/kubernetes/konnectivity-server"
+        with open(os.path.join(host, "kubeconfig"), "w") as f:
+            f.write("apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: %s\n"
+                    "    certificate-authority: %s/kube-ca.crt\nusers:\n- name: u\n  user:\n"
+                    "    client-certificate: %s/client.crt\n    client-key: %s/client.key\ncontexts:\n"
+                    "- name: c\n  context:\n    cluster: k\n    user: u\ncurrent-context: c\n" % (api.url, d, d, d))
+        for n in os.listdir(host):
+            os.chown(os.path.join(host, n), UID, UID)
+
+        def rewrite(args, changes, env):
+            out = []
+            for a in args:
+                name = a[2:].split("=", 1)[0]
+                if name in changes:
+                    if changes[name] is None:
+                        continue
+                    a = "--%s=%s" % (name, changes[name])
+                for k, v in env.items():
+                    a = a.replace("$(%s)" % k, v)
+                out.append(a)
+            return out
+
+        server_health, agent_port, agent_health = (konntest.free_port() for _ in range(3))
+        c = self.manifest_container(api, ["-f", os.path.join(deploy, "control-plane", "konn-server.yaml")], "Pod")
+        env = {"NODE_NAME": "cp-1"}
+        argv = c["command"] + rewrite(c["args"], {
+            "agent-port": str(agent_port), "health-port": str(server_health), "admin-port": "0"}, env) + [
+            "--agent-bind-address=127.0.0.1", "--health-bind-address=127.0.0.1"]
+        server = self.run_container("server", argv, [(host, d + ":rw")], ["%s=%s" % kv for kv in env.items()])
+        self.wait_until(lambda: os.path.exists(sock), 30, "the server's socket (log: %s)" % self.logs(server)[-2000:])
+        self.wait_until(lambda: api.kubectl("get", "lease", "-n", "kube-system", "-l", "k8s-app=konnectivity-server",
+                                            "-o", "name").stdout.strip() == "lease.coordination.k8s.io/"
+                        "konnectivity-proxy-server-cp-1", 30, "konn-server's Lease (log: %s)" % self.logs(server)[-2000:])
+
+        # The agent: the projected token (audience system:konnectivity-server), the in-cluster configuration
+        # (its own ServiceAccount token and the cluster CA, which also verifies konn-server), the ConfigMap drop-in.
+        tokens = os.path.join(self.dir, "tokens")
+        sa = os.path.join(self.dir, "serviceaccount")
+        dropins = os.path.join(self.dir, "agent.conf.d")
+        for p in (tokens, sa, dropins):
+            os.mkdir(p)
+        with open(os.path.join(tokens, "konnectivity-agent-token"), "w") as f:
+            f.write(api.create_token("konnectivity-agent", "kube-system", "system:konnectivity-server"))
+        with open(os.path.join(sa, "token"), "w") as f:
+            f.write(api.create_token("konnectivity-agent", "kube-system", kubeapi.ISSUER))
+        shutil.copy(os.path.join(api.pki, "ca.crt"), os.path.join(sa, "ca.crt"))
+        with open(os.path.join(dropins, "50-cluster.conf"), "w") as f:
+            f.write('proxy-server-host = "127.0.0.1";\nproxy-server-port = %d;\n' % agent_port)
+        for p in (tokens, sa, dropins):
+            os.chmod(p, 0o755)
+            for n in os.listdir(p):
+                os.chmod(os.path.join(p, n), 0o644)
+        c = self.manifest_container(api, ["-k", deploy], "DaemonSet")
+        env = {"NODE_NAME": "image-node", "HOST_IP": "127.0.0.1",
+               "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
+        argv = c["command"] + rewrite(c["args"], {
+            "health-server-port": str(agent_health), "admin-server-port": "0", "drain-timeout": "3s"}, env)
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        agent = self.run_container("agent", argv, [
+            (tokens, mounts["konnectivity-agent-token"]), (dropins, mounts["config"]),
+            (sa, "/var/run/secrets/kubernetes.io/serviceaccount")], ["%s=%s" % kv for kv in env.items()])
+        self.wait_log(server, r"Agent 'image-node' connected", 30)
+        self.wait_log(agent, r"Connected to server 'cp-1'", 30)
+        self.assertEqual(self.http_get(agent_health, "/readyz")[0], 200)
+
+        kubelet = api.start_kubelet("image-node", "127.0.0.1")
+        self.addCleanup(kubelet.close)
+        api.create_pod("token-pod", "konn-image", "image-node")
+        body = konntest.Pattern(konntest.MIB, seed=43).bytes()
+        kubelet.logs[("konn-image", "token-pod", "main")] = body
+        r = api.kubectl("logs", "-n", "konn-image", "token-pod", raw=True, timeout=120)
+        self.assertEqual(hashlib.sha256(r.stdout).hexdigest(), hashlib.sha256(body).hexdigest())
 
 
 if __name__ == "__main__":
