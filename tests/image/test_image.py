@@ -373,8 +373,12 @@ class ImageBehindKubeAPIServer(ContainerCase):
     def manifest_container(self, api, source, kind):
         """The first container of the `kind` object in a deploy/kubernetes manifest (-f FILE or -k DIR), as
         kubectl builds it (client-side dry run, JSON)."""
-        out = json.loads(api.kubectl("create", "--dry-run=client", "-o", "json", *source).stdout)
-        items = out["items"] if out.get("kind") == "List" else [out]
+        text, items, dec, pos = api.kubectl("create", "--dry-run=client", "-o", "json", *source).stdout, [], \
+            json.JSONDecoder(), 0
+        while text[pos:].strip():  # one JSON document per object
+            obj, end = dec.raw_decode(text, pos + len(text[pos:]) - len(text[pos:].lstrip()))
+            items.append(obj)
+            pos = end
         obj = [o for o in items if o["kind"] == kind][0]
         spec = obj["spec"]["template"]["spec"] if kind == "DaemonSet" else obj["spec"]
         return spec["containers"][0]
