@@ -33,8 +33,12 @@ if [ -n "$revision" ] && [ -n "$(git -C "$srcdir" status --porcelain --untracked
 fi
 created=${SOURCE_DATE_EPOCH:-$(git -C "$srcdir" log -1 --format=%ct 2>/dev/null || echo 0)}
 source=${IMAGE_SOURCE:-$(git -C "$srcdir" config --get remote.origin.url 2>/dev/null || true)}
-# Without a remote, the tree it was built from (set IMAGE_SOURCE for a published image).
-source=${source:-file://$srcdir}
+# Without a remote, the tree it was built from (set IMAGE_SOURCE for a published image); a remote that is a
+# plain path (a local clone, as in CI) becomes a file:// URL.
+source=${source:-$srcdir}
+case "$source" in
+/*) source=file://$source ;;
+esac
 
 echo "  DISTDIR  $work/konn-$version"
 make -s -C "$builddir" distdir distdir="$work/konn-$version" top_distdir="$work/konn-$version" >/dev/null
