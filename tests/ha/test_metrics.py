@@ -70,9 +70,9 @@ class TestMetrics(ht.HaTestCase):
 
         # Two dials into the blackhole: one the client abandons, one the agent times out.
         timed = self.client_of(server, timeout=15)
+        t0 = time.monotonic()   # before the request: the agent's 5 s dial timer cannot start earlier
         timed.send_connect(hole.addr)
         self.wait_until(lambda: kt.syn_sent_count(hole.port) == 1, 5, "the agent's first connect() pending")
-        t0 = time.monotonic()
         quitter = self.client_of(server)
         quitter.send_connect(hole.addr)
         self.wait_until(lambda: kt.syn_sent_count(hole.port) == 2, 5, "the agent's second connect() pending")
