@@ -71,6 +71,8 @@ const ConfKey agent_config_table[] = {
         PORT("health-server-port", health_server_port, 0, "8093", "Health listener port (0: disabled)"),
         STRING("admin-bind-address", admin_bind_address, "127.0.0.1", "Admin listener bind address"),
         PORT("admin-server-port", admin_server_port, 0, "8094", "Admin listener port (0: disabled)"),
+        STRING("admin-socket", admin_socket, NULL,
+               "Admin Unix socket path, e.g. /run/konn/konn-agent-admin.sock (mode 0660; empty: none)"),
         BOOL("count-server-leases", count_server_leases, "false",
              "Count server replicas from their Leases in the Kubernetes API (with --lease-namespace and "
              "--lease-label-selector)"),

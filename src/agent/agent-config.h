@@ -35,6 +35,7 @@ typedef struct AgentConfig {
         int64_t health_server_port; /* 0 = no health listener */
         char *admin_bind_address;
         int64_t admin_server_port; /* 0 = no admin listener */
+        char *admin_socket;  /* NULL = no admin Unix socket (unless systemd passes one) */
         bool count_server_leases;  /* count servers from Leases (§3.4) */
         char *lease_namespace, *lease_label_selector;
         int server_count_source;   /* ServerCountSource */

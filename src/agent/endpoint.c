@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "endpoint.h"
+#include "health.h"
 #include "log.h"
 #include "manager.h"
 #include "serverconn.h"
@@ -16,21 +17,46 @@
 #define ENDPOINTS_PER_SERVER_MAX 200000
 #define DIALS_PER_SERVER_MAX 20000
 
-static uint64_t now_usec(void) {
+uint64_t endpoint_now_usec(void) {
         struct timespec ts;
         (void) clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
+static void endpoint_trace(Endpoint *ep, TraceEventType type, const char *reason) {
+        TraceEvent ev = {
+                .type = type,
+                .dial_id = ep->dial_id,
+                .connect_id = type == TRACE_DIAL || type == TRACE_FAILED ? 0 : ep->connect_id,
+                .server = ep->sc->server_id ?: "",
+                .dest = ep->address,
+                .reason = reason,
+        };
+
+        if (type == TRACE_ESTABLISHED)
+                ev.usec = ep->established_usec - ep->start_usec;
+        else if (type == TRACE_CLOSED) {
+                ev.usec = endpoint_now_usec() - ep->established_usec;
+                if (ep->relay_live) {
+                        ev.bytes_in = ep->relay.bytes_out;
+                        ev.bytes_out = ep->relay.bytes_in;
+                }
+        }
+        agent_trace(ep->sc->manager, &ev);
+}
+
 static void endpoint_log_closed(Endpoint *ep, const char *why) {
         char cid[32], in[32], out[32], dur[32];
+
+        if (!ep->close_why)
+                ep->close_why = why;
 
         if (LOG_DEBUG > log_get_max_level())
                 return;
         (void) snprintf(cid, sizeof(cid), "%" PRIi64, ep->connect_id);
         (void) snprintf(in, sizeof(in), "%" PRIu64, ep->relay.bytes_out);
         (void) snprintf(out, sizeof(out), "%" PRIu64, ep->relay.bytes_in);
-        (void) snprintf(dur, sizeof(dur), "%" PRIu64, now_usec() - ep->start_usec);
+        (void) snprintf(dur, sizeof(dur), "%" PRIu64, endpoint_now_usec() - ep->start_usec);
         log_struct(LOG_DEBUG,
                    LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_TUNNEL_CLOSED }, { "KONN_SERVER_ID", ep->sc->server_id },
                               { "KONN_CONNECT_ID", cid }, { "KONN_DEST", ep->address }, { "KONN_BYTES_IN", in },
@@ -44,6 +70,10 @@ Endpoint *endpoint_free(Endpoint *ep) {
         if (!ep)
                 return NULL;
         sc = ep->sc;
+        if (ep->established_usec > 0)
+                endpoint_trace(ep, TRACE_CLOSED, ep->close_why ?: "closed");
+        else if (ep->state == ENDPOINT_RESOLVING || ep->state == ENDPOINT_CONNECTING)
+                endpoint_trace(ep, TRACE_FAILED, "dial abandoned: the server connection or the dial went away");
         if (idmap_get(sc->endpoints, ep->connect_id) == ep)
                 (void) idmap_remove(sc->endpoints, ep->connect_id);
         if (idmap_get(sc->dials, ep->dial_id) == ep)
@@ -82,6 +112,9 @@ static void endpoint_fail(Endpoint *ep, const char *error) {
                    LOG_FIELDS({ "MESSAGE_ID", KONN_MESSAGE_DIAL_FAILED }, { "KONN_SERVER_ID", sc->server_id },
                               { "KONN_DIAL_ID", did }, { "KONN_DEST", ep->address }),
                    "Dial to '%s' failed: %s", ep->address, error);
+        endpoint_trace(ep, TRACE_FAILED, error);
+        ep->established_usec = 0;
+        ep->state = ENDPOINT_CLOSING;
         endpoint_free(ep);
         (void) server_conn_send(sc, &p);
 }
@@ -174,7 +207,9 @@ static void endpoint_established(Endpoint *ep) {
                 return;
         }
         ep->state = ENDPOINT_ESTABLISHED;
-        metric_observe(sc->manager->metrics.dial_duration, NULL, (double) (now_usec() - ep->start_usec) / USEC_PER_SEC);
+        ep->established_usec = endpoint_now_usec();
+        endpoint_trace(ep, TRACE_ESTABLISHED, NULL);
+        metric_observe(sc->manager->metrics.dial_duration, NULL, (double) (endpoint_now_usec() - ep->start_usec) / USEC_PER_SEC);
         if (sc->tunnel_streams && !sc->going_away) {
                 /* konn-to-konn mode: opening the tunnel's own stream is the successful DIAL_RSP. */
                 char did[24], cid[24];
@@ -306,6 +341,19 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* A dial refused before it had an Endpoint: both of its events. */
+static void trace_refused(ServerConn *sc, const Packet *p, const char *reason) {
+        char dest[272];
+        TraceEvent ev = { .type = TRACE_DIAL, .dial_id = p->dial_req.random, .server = sc->server_id ?: "", .dest = dest };
+
+        (void) snprintf(dest, sizeof(dest), "%.*s", (int) MIN(p->dial_req.address.len, sizeof(dest) - 1),
+                        p->dial_req.address.ptr ?: "");
+        agent_trace(sc->manager, &ev);
+        ev.type = TRACE_FAILED;
+        ev.reason = reason;
+        agent_trace(sc->manager, &ev);
+}
+
 int endpoint_dial(ServerConn *sc, const Packet *p) {
         Manager *m = sc->manager;
         int64_t connect_id = ++sc->last_connect_id;
@@ -317,12 +365,14 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
         if (m->draining) {
                 Packet rsp = { .type = PACKET_DIAL_RSP,
                                .dial_rsp = { .error = { "agent is shutting down", 22 }, .random = p->dial_req.random } };
+                trace_refused(sc, p, "agent is shutting down");
                 return server_conn_send(sc, &rsp);
         }
         if (idmap_size(sc->endpoints) >= ENDPOINTS_PER_SERVER_MAX || idmap_size(sc->dials) >= DIALS_PER_SERVER_MAX) {
                 Packet rsp = { .type = PACKET_DIAL_RSP,
                                .dial_rsp = { .error = { "too many open connections", 25 }, .random = p->dial_req.random } };
                 log_warning("Server '%s' asked for more connections than allowed, refusing a dial.", sc->server_id);
+                trace_refused(sc, p, "too many open connections");
                 return server_conn_send(sc, &rsp);
         }
         ep = calloc(1, sizeof(Endpoint));
@@ -332,7 +382,7 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
         ep->fd = -EBADF;
         ep->connect_id = connect_id;
         ep->dial_id = p->dial_req.random;
-        ep->start_usec = now_usec();
+        ep->start_usec = endpoint_now_usec();
         /* An absent address field decodes as { NULL, 0 }: dial "" (it fails with Go's error text), never strndup(NULL). */
         ep->address = strndup(p->dial_req.address.ptr ?: "", MIN(p->dial_req.address.len, (size_t) 270));
         ep->dial = calloc(1, sizeof(EndpointDial));
@@ -352,6 +402,7 @@ int endpoint_dial(ServerConn *sc, const Packet *p) {
                 return r;
         }
         (void) idmap_put(sc->dials, ep->dial_id, ep); /* a duplicate dial ID only loses DIAL_CLS matching */
+        endpoint_trace(ep, TRACE_DIAL, NULL);
 
         if (!streq(proto, "tcp") && !streq(proto, "tcp4") && !streq(proto, "tcp6")) {
                 (void) snprintf(err, sizeof(err), "dial %s: unknown network %s", proto, proto);
@@ -425,6 +476,8 @@ void endpoint_close_request(Endpoint *ep) {
 void endpoint_cancel_dial(Endpoint *ep) {
         if (ep->state == ENDPOINT_RESOLVING || ep->state == ENDPOINT_CONNECTING) {
                 log_debug("Dial %" PRIi64 " to '%s' cancelled by the server.", ep->dial_id, ep->address);
+                endpoint_trace(ep, TRACE_FAILED, "dial cancelled by the server");
+                ep->state = ENDPOINT_CLOSING;
                 endpoint_free(ep);
         }
 }

@@ -46,11 +46,14 @@ struct Endpoint {
         bool relay_live;
         GrpcCall *call;         /* konn-to-konn mode: this connection's own stream (else the Connect stream) */
         uint64_t start_usec;
+        uint64_t established_usec;  /* 0 until connected */
+        const char *close_why;      /* a string literal, for the trace's closed event */
 };
 
 /* Handle a DIAL_REQ: allocates the next connectID and starts dialling; answers DIAL_RSP itself (also on failure). */
 int endpoint_dial(ServerConn *sc, const Packet *p);
 Endpoint *endpoint_free(Endpoint *ep);
+uint64_t endpoint_now_usec(void);            /* CLOCK_MONOTONIC, the clock of start_usec */
 /* DATA from the server: returns the number of payload bytes retained. */
 int endpoint_deliver(Endpoint *ep, const uint8_t *data, size_t len);
 void endpoint_close_request(Endpoint *ep);   /* CLOSE_REQ */

@@ -6,7 +6,9 @@
 #include <strings.h>
 
 #include "daemon.h"
+#include "endpoint.h"
 #include "health.h"
+#include "jsonw.h"
 #include "log.h"
 #include "manager.h"
 #include "serverconn.h"
@@ -70,12 +72,151 @@ static int on_health(const HttpRequest *req, HttpResponse *ret, void *userdata) 
         return http_response_set_text(ret, 404, "404 page not found\n");
 }
 
-/* The agent's admin port redirects /metrics to the health port, on the host the client used (§9.1). */
+static const char *endpoint_state_name(const Endpoint *ep) {
+        switch (ep->state) {
+        case ENDPOINT_RESOLVING:
+        case ENDPOINT_CONNECTING:
+                return "pending";
+        case ENDPOINT_ESTABLISHED:
+                return "established";
+        default:
+                return "closing";
+        }
+}
+
+static void v1_servers(void *userdata, FILE *f) {
+        Manager *m = userdata;
+        static const char *const states[] = { "resolving", "connecting", "handshake", "ready" };
+        bool first = true;
+
+        fputs("{\"servers\": [", f);
+        for (ServerConn *sc = m->conns; sc; sc = sc->conns_next) {
+                uint64_t in = 0, out = 0;
+                unsigned pending = 0, established = 0;
+                char since[32] = "", addr[SOCK_ADDR_STRING_MAX] = "";
+                size_t st = 0;
+                void *v;
+
+                if (sc->dead)
+                        continue;
+                while (idmap_iterate(sc->endpoints, &st, NULL, &v)) {
+                        Endpoint *ep = v;
+                        if (ep->state == ENDPOINT_ESTABLISHED)
+                                established++;
+                        else if (ep->state != ENDPOINT_CLOSING)
+                                pending++;
+                        if (ep->relay_live) {
+                                in += ep->relay.bytes_out;
+                                out += ep->relay.bytes_in;
+                        }
+                }
+                if (sc->state >= SERVER_CONN_CONNECTING && !sock_addr_to_string(&sc->addr, sc->addr_len, addr, sizeof(addr)))
+                        addr[0] = '\0';
+                if (sc->since_usec > 0)
+                        jsonw_time(since, sc->since_usec);
+                fputs(first ? "\n  {\"id\": " : ",\n  {\"id\": ", f);
+                first = false;
+                jsonw_string(f, sc->server_id);
+                fprintf(f, ", \"host\": ");
+                jsonw_string(f, sc->host);
+                fprintf(f, ", \"port\": %u, \"address\": ", sc->port);
+                jsonw_string(f, addr);
+                fprintf(f, ", \"state\": \"%s\", \"since\": ", sc->state < ELEMENTSOF(states) ? states[sc->state] : "?");
+                if (since[0])
+                        fprintf(f, "\"%s\"", since);
+                else
+                        fputs("null", f);
+                fprintf(f, ", \"server_count\": %" PRIi64 ", \"tunnel_streams\": %s, \"draining\": %s, \"tunnels\": %u, "
+                        "\"pending_dials\": %u, \"bytes_to_destination\": %" PRIu64 ", \"bytes_from_destination\": %" PRIu64
+                        "}",
+                        sc->server_count, sc->tunnel_streams ? "true" : "false", m->draining ? "true" : "false",
+                        established, pending, in, out);
+        }
+        fputs(first ? "]}\n" : "\n]}\n", f);
+}
+
+static void v1_tunnels(void *userdata, FILE *f) {
+        Manager *m = userdata;
+        uint64_t now = endpoint_now_usec();
+        bool first = true;
+
+        fputs("{\"tunnels\": [", f);
+        for (ServerConn *sc = m->conns; sc; sc = sc->conns_next) {
+                size_t st = 0;
+                void *v;
+
+                while (idmap_iterate(sc->endpoints, &st, NULL, &v)) {
+                        Endpoint *ep = v;
+                        fprintf(f, "%s  {\"dial_id\": %" PRIi64 ", \"connect_id\": %" PRIi64 ", \"state\": \"%s\", "
+                                "\"destination\": ",
+                                first ? "\n" : ",\n", ep->dial_id, ep->connect_id, endpoint_state_name(ep));
+                        first = false;
+                        jsonw_string(f, ep->address);
+                        fputs(", \"server\": ", f);
+                        jsonw_string(f, sc->server_id);
+                        fprintf(f, ", \"age_seconds\": %.3f, \"bytes_to_destination\": %" PRIu64
+                                ", \"bytes_from_destination\": %" PRIu64 "}",
+                                (double) (now - ep->start_usec) / USEC_PER_SEC, ep->relay_live ? ep->relay.bytes_out : 0,
+                                ep->relay_live ? ep->relay.bytes_in : 0);
+                }
+        }
+        fputs(first ? "]}\n" : "\n]}\n", f);
+}
+
+static void v1_status(void *userdata, FILE *f) {
+        Manager *m = userdata;
+        AgentHealth *h = &m->health;
+        uint64_t in = h->closed_bytes_in, out = h->closed_bytes_out;
+        unsigned pending = 0, established = 0;
+        bool ready = m->n_ready > 0;
+
+        for (ServerConn *sc = m->conns; sc; sc = sc->conns_next) {
+                size_t st = 0;
+                void *v;
+
+                while (idmap_iterate(sc->endpoints, &st, NULL, &v)) {
+                        Endpoint *ep = v;
+                        if (ep->state == ENDPOINT_ESTABLISHED)
+                                established++;
+                        else if (ep->state != ENDPOINT_CLOSING)
+                                pending++;
+                        if (ep->relay_live) {
+                                in += ep->relay.bytes_out;
+                                out += ep->relay.bytes_in;
+                        }
+                }
+        }
+        fputs("{\"daemon\": \"konn-agent\", \"api\": \"v1\", \"version\": \"" PACKAGE_VERSION "\", \"agent_id\": ", f);
+        jsonw_string(f, m->config->agent_id);
+        fputs(", \"identifiers\": ", f);
+        jsonw_string(f, m->config->agent_identifiers);
+        fputs(", ", f);
+        admin_write_process(f, &h->admin_state);
+        fprintf(f, ", \"ready\": %s, \"ready_reason\": \"%s\", \"stopping\": %s, "
+                "\"servers\": {\"connected\": %u, \"count\": %" PRIi64 "}, "
+                "\"tunnels\": {\"established\": %u, \"pending\": %u}, "
+                "\"bytes_to_destination\": %" PRIu64 ", \"bytes_from_destination\": %" PRIu64 ", ",
+                ready ? "true" : "false", ready ? "" : "no servers connected", m->draining ? "true" : "false",
+                m->n_ready, m->server_count, established, pending, in, out);
+        admin_write_dials(f, &h->admin_state, &h->trace);
+        fputs("}\n", f);
+}
+
+/* The admin interface (docs/admin-api.md); its /metrics redirects to the health port, on the host the client
+ * used (§9.1). */
 static int on_admin(const HttpRequest *req, HttpResponse *ret, void *userdata) {
         Manager *m = userdata;
         static char location[512];
         char host[256] = "127.0.0.1";
 
+        if (streq(req->path, "/v1/status"))
+                return admin_respond(v1_status, m, ret);
+        if (streq(req->path, "/v1/servers"))
+                return admin_respond(v1_servers, m, ret);
+        if (streq(req->path, "/v1/tunnels"))
+                return admin_respond(v1_tunnels, m, ret);
+        if (streq(req->path, "/v1/trace"))
+                return admin_respond_trace(&m->health.trace, req, ret);
         if (!streq(req->path, "/metrics"))
                 return http_response_set_text(ret, 404, "404 page not found\n");
         if (req->host && *req->host) {
@@ -89,6 +230,14 @@ static int on_admin(const HttpRequest *req, HttpResponse *ret, void *userdata) {
         return http_response_set_text(ret, 301, "");
 }
 
+void agent_trace(Manager *m, const TraceEvent *ev) {
+        admin_count_event(&m->health.admin_state, ev);
+        if (ev->type == TRACE_CLOSED) {
+                m->health.closed_bytes_in += ev->bytes_in;
+                m->health.closed_bytes_out += ev->bytes_out;
+        }
+        trace_publish(&m->health.trace, ev);
+}
 
 int agent_health_init(Manager *m) {
         int r;
@@ -108,6 +257,8 @@ int agent_health_init(Manager *m) {
                                      "Node to control plane connections open now, by listener name.",
                                      (const char *const[]){ "name", NULL }, NULL, 0);
         metrics_add_process_collector(m->health.registry);
+        trace_hub_init(&m->health.trace, m->event);
+        admin_state_init(&m->health.admin_state);
         return 0;
 }
 
@@ -118,11 +269,17 @@ int agent_health_start(Manager *m) {
         r = daemon_listen_http(m->event, "health", c->health_server_host, c->health_server_port, on_health, m, &m->health.health);
         if (r < 0)
                 return r;
-        return daemon_listen_http(m->event, "admin", c->admin_bind_address, c->admin_server_port, on_admin, m, &m->health.admin);
+        r = daemon_listen_http(m->event, "admin", c->admin_bind_address, c->admin_server_port, on_admin, m,
+                               &m->health.admin);
+        if (r < 0)
+                return r;
+        return admin_listen_unix(&m->health.admin_state, m->event, c->admin_socket, on_admin, m);
 }
 
 void agent_health_done(Manager *m) {
         m->health.health = http_server_free(m->health.health);
         m->health.admin = http_server_free(m->health.admin);
+        trace_hub_done(&m->health.trace);
+        admin_state_done(&m->health.admin_state);
         m->health.registry = metrics_registry_free(m->health.registry);
 }

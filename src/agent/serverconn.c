@@ -142,6 +142,11 @@ static int on_headers(GrpcCall *call, void *userdata) {
                 return -EEXIST;
         }
         sc->state = SERVER_CONN_READY;
+        {
+                struct timespec ts;
+                (void) clock_gettime(CLOCK_REALTIME, &ts);
+                sc->since_usec = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+        }
         sc->timer = sd_event_source_disable_unref(sc->timer);
         reverse_server_ready(sc);
         manager_conn_ready(sc->manager, sc);

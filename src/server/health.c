@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "daemon.h"
 #include "health.h"
+#include "jsonw.h"
 #include "log.h"
 #include "manager.h"
 #include "reverse.h"
@@ -111,19 +112,7 @@ static int on_health(const HttpRequest *req, HttpResponse *ret, void *userdata) 
         return http_response_set_text(ret, 404, "404 page not found\n");
 }
 
-static void json_string(FILE *f, const char *s) {
-        fputc('"', f);
-        for (const unsigned char *p = (const unsigned char *) (s ?: ""); *p; p++) {
-                if (*p == '"' || *p == '\\')
-                        fprintf(f, "\\%c", *p);
-                else if (*p < 0x20)
-                        fprintf(f, "\\u%04x", *p);
-                else
-                        fputc(*p, f);
-        }
-        fputc('"', f);
-}
-
+/* Legacy /agents and /tunnels (kept as they were; new fields go to /v1 only). */
 static int respond_json(Manager *m, bool tunnels, HttpResponse *ret) {
         uint64_t now = now_usec();
         size_t len = 0;
@@ -139,11 +128,11 @@ static int respond_json(Manager *m, bool tunnels, HttpResponse *ret) {
                 for (Backend *b = m->backends; b; b = b->backends_next) {
                         fputs(first ? "\n  {\"id\": " : ",\n  {\"id\": ", f);
                         first = false;
-                        json_string(f, b->agent_id);
+                        jsonw_string(f, b->agent_id);
                         fputs(", \"identifiers\": ", f);
-                        json_string(f, b->identifiers);
+                        jsonw_string(f, b->identifiers);
                         fputs(", \"peer\": ", f);
-                        json_string(f, b->peer);
+                        jsonw_string(f, b->peer);
                         fprintf(f, ", \"since\": %" PRIu64 ", \"draining\": %s, \"tunnel_streams\": %s, "
                                 "\"tunnels\": %zu, \"pending_dials\": %u, \"reverse\": %s, \"reverse_connections\": %u}",
                                 b->since_usec / USEC_PER_SEC, b->draining ? "true" : "false",
@@ -152,23 +141,18 @@ static int respond_json(Manager *m, bool tunnels, HttpResponse *ret) {
                 }
         else
                 for (Tunnel *t = m->tunnels; t; t = t->tunnels_next) {
-                        uint64_t in, out;
-                        static const char *const states[] = { "handshake", "header", "pending", "established",
-                                                              "closing" };
-
-                        tunnel_counters(t, &in, &out);
                         fprintf(f, "%s  {\"dial_id\": %" PRIi64 ", \"connect_id\": %" PRIi64 ", \"frontend\": \"%s\", "
                                 "\"state\": \"%s\", \"destination\": ",
-                                first ? "\n" : ",\n", t->dial_id, t->connect_id,
-                                t->kind == TUNNEL_CONNECT ? "http-connect" : "grpc", states[t->state]);
+                                first ? "\n" : ",\n", t->dial_id, t->connect_id, tunnel_frontend_name(t),
+                                tunnel_state_name(t));
                         first = false;
-                        json_string(f, t->dest);
+                        jsonw_string(f, t->dest);
                         fputs(", \"direction\": \"forward\", \"route\": ", f);
                         fputs(t->direct ? "\"direct\"" : "\"agent\"", f);
                         fputs(", \"agent\": ", f);
-                        json_string(f, t->backend ? t->backend->agent_id : NULL);
+                        jsonw_string(f, t->backend ? t->backend->agent_id : NULL);
                         fprintf(f, ", \"age_seconds\": %.3f, \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64 "}",
-                                (double) (now - t->start_usec) / USEC_PER_SEC, in, out);
+                                (double) (now - t->start_usec) / USEC_PER_SEC, tunnel_bytes_in(t), tunnel_bytes_out(t));
                 }
         if (tunnels)
                 for (ReverseStream *rs = m->rstreams; rs; rs = rs->rstreams_next) {
@@ -178,25 +162,125 @@ static int respond_json(Manager *m, bool tunnels, HttpResponse *ret) {
                                 "\"state\": \"%s\", \"destination\": ",
                                 first ? "\n" : ",\n", rs->connect_id, rstates[rs->state]);
                         first = false;
-                        json_string(f, rs->dest);
+                        jsonw_string(f, rs->dest);
                         fputs(", \"direction\": \"reverse\", \"route\": \"agent\", \"name\": ", f);
-                        json_string(f, rs->name);
+                        jsonw_string(f, rs->name);
                         fputs(", \"agent\": ", f);
-                        json_string(f, rs->agent_id);
+                        jsonw_string(f, rs->agent_id);
                         fprintf(f, ", \"age_seconds\": %.3f, \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64 "}",
                                 (double) (now - rs->start_usec) / USEC_PER_SEC,
                                 rs->relay_live ? rs->relay.bytes_out : 0, rs->relay_live ? rs->relay.bytes_in : 0);
                 }
         fputs(first ? "]\n" : "\n]\n", f);
-        if (fclose(f) != 0) {
-                free(buf);
-                return -ENOMEM;
+        return admin_body_finish(f, &buf, &len, ret);
+}
+
+/* ---- the versioned admin interface, /v1 (docs/admin-api.md) ---- */
+
+static void v1_agents(void *userdata, FILE *f) {
+        Manager *m = userdata;
+        bool first = true;
+
+        fputs("{\"agents\": [", f);
+        for (Backend *b = m->backends; b; b = b->backends_next) {
+                uint64_t in = 0, out = 0;
+                char since[32], addr[128] = "";
+
+                for (Tunnel *t = m->tunnels; t; t = t->tunnels_next)
+                        if (t->backend == b) {
+                                in += tunnel_bytes_in(t);
+                                out += tunnel_bytes_out(t);
+                        }
+                if (b->call)
+                        (void) admin_peer_address(h2conn_transport(grpc_call_conn(b->call))->fd, addr, sizeof(addr));
+                jsonw_time(since, b->since_usec);
+                fputs(first ? "\n  {\"id\": " : ",\n  {\"id\": ", f);
+                first = false;
+                jsonw_string(f, b->agent_id);
+                fputs(", \"identifiers\": ", f);
+                jsonw_string(f, b->identifiers);
+                fputs(", \"address\": ", f);
+                jsonw_string(f, addr);
+                fputs(", \"subject\": ", f);
+                jsonw_string(f, b->peer);
+                fprintf(f, ", \"since\": \"%s\", \"draining\": %s, \"superseded\": %s, \"tunnel_streams\": %s, "
+                        "\"tunnels\": %zu, \"pending_dials\": %u, \"bytes_to_destination\": %" PRIu64
+                        ", \"bytes_from_destination\": %" PRIu64 "}",
+                        since, b->draining ? "true" : "false", b->superseded ? "true" : "false",
+                        b->tunnel_streams ? "true" : "false", idmap_size(b->tunnels), b->n_pending, in, out);
         }
-        ret->status = 200;
-        ret->body = buf;
-        ret->body_len = len;
-        ret->content_type = "application/json";
-        return 0;
+        fputs(first ? "]}\n" : "\n]}\n", f);
+}
+
+static void v1_tunnels(void *userdata, FILE *f) {
+        Manager *m = userdata;
+        uint64_t now = now_usec();
+        bool first = true;
+
+        fputs("{\"tunnels\": [", f);
+        for (Tunnel *t = m->tunnels; t; t = t->tunnels_next) {
+                fprintf(f, "%s  {\"dial_id\": %" PRIi64 ", \"connect_id\": %" PRIi64 ", \"frontend\": \"%s\", "
+                        "\"state\": \"%s\", \"destination\": ",
+                        first ? "\n" : ",\n", t->dial_id, t->connect_id, tunnel_frontend_name(t), tunnel_state_name(t));
+                first = false;
+                jsonw_string(f, t->dest);
+                fprintf(f, ", \"direction\": \"forward\", \"route\": \"%s\", \"agent\": ", t->direct ? "direct" : "agent");
+                jsonw_string(f, t->backend ? t->backend->agent_id : NULL);
+                fputs(", \"client\": ", f);
+                jsonw_string(f, t->peer);
+                fprintf(f, ", \"age_seconds\": %.3f, \"bytes_to_destination\": %" PRIu64
+                        ", \"bytes_from_destination\": %" PRIu64 "}",
+                        (double) (now - t->start_usec) / USEC_PER_SEC, tunnel_bytes_in(t), tunnel_bytes_out(t));
+        }
+        /* Node to control plane connections (asked for by agents). */
+        for (ReverseStream *rs = m->rstreams; rs; rs = rs->rstreams_next) {
+                static const char *const rstates[] = { "pending", "established", "closing" };
+
+                fprintf(f, "%s  {\"dial_id\": 0, \"connect_id\": %" PRIi64 ", \"frontend\": \"agent\", "
+                        "\"state\": \"%s\", \"destination\": ",
+                        first ? "\n" : ",\n", rs->connect_id, rstates[rs->state]);
+                first = false;
+                jsonw_string(f, rs->dest);
+                fputs(", \"direction\": \"reverse\", \"route\": \"agent\", \"name\": ", f);
+                jsonw_string(f, rs->name);
+                fputs(", \"agent\": ", f);
+                jsonw_string(f, rs->agent_id);
+                fprintf(f, ", \"client\": \"\", \"age_seconds\": %.3f, \"bytes_to_destination\": %" PRIu64
+                        ", \"bytes_from_destination\": %" PRIu64 "}",
+                        (double) (now - rs->start_usec) / USEC_PER_SEC, rs->relay_live ? rs->relay.bytes_out : 0,
+                        rs->relay_live ? rs->relay.bytes_in : 0);
+        }
+        fputs(first ? "]}\n" : "\n]}\n", f);
+}
+
+static void v1_status(void *userdata, FILE *f) {
+        Manager *m = userdata;
+        ServerHealth *h = &m->health;
+        unsigned agents = 0, pending = 0, established = 0;
+        uint64_t in = h->closed_bytes_in, out = h->closed_bytes_out;
+        bool ready = server_ready(m);
+
+        for (Backend *b = m->backends; b; b = b->backends_next) {
+                if (!b->superseded)
+                        agents++;
+                pending += b->n_pending;
+                established += (unsigned) idmap_size(b->tunnels);
+        }
+        for (Tunnel *t = m->tunnels; t; t = t->tunnels_next) {
+                in += tunnel_bytes_in(t);
+                out += tunnel_bytes_out(t);
+        }
+        fputs("{\"daemon\": \"konn-server\", \"api\": \"v1\", \"version\": \"" PACKAGE_VERSION "\", \"server_id\": ", f);
+        jsonw_string(f, m->config->server_id);
+        fprintf(f, ", \"server_count\": %" PRIi64 ", ", m->config->server_count);
+        admin_write_process(f, &h->admin_state);
+        fprintf(f, ", \"ready\": %s, \"ready_reason\": \"%s\", \"stopping\": %s, \"agents\": %u, \"agent_streams\": %u, "
+                "\"frontend_connections\": %u, \"tunnels\": {\"established\": %u, \"pending\": %u}, "
+                "\"bytes_to_destination\": %" PRIu64 ", \"bytes_from_destination\": %" PRIu64 ", ",
+                ready ? "true" : "false", ready ? "" : "no connection to any proxy agent",
+                m->stopping ? "true" : "false", agents, m->n_backends, m->n_tunnels, established, pending, in, out);
+        admin_write_dials(f, &h->admin_state, &h->trace);
+        fputs("}\n", f);
 }
 
 static int on_admin(const HttpRequest *req, HttpResponse *ret, void *userdata) {
@@ -208,9 +292,25 @@ static int on_admin(const HttpRequest *req, HttpResponse *ret, void *userdata) {
                 return respond_json(m, false, ret);
         if (streq(req->path, "/tunnels"))
                 return respond_json(m, true, ret);
+        if (streq(req->path, "/v1/status"))
+                return admin_respond(v1_status, m, ret);
+        if (streq(req->path, "/v1/agents"))
+                return admin_respond(v1_agents, m, ret);
+        if (streq(req->path, "/v1/tunnels"))
+                return admin_respond(v1_tunnels, m, ret);
+        if (streq(req->path, "/v1/trace"))
+                return admin_respond_trace(&m->health.trace, req, ret);
         return http_response_set_text(ret, 404, "404 page not found\n");
 }
 
+void server_trace(Manager *m, const TraceEvent *ev) {
+        admin_count_event(&m->health.admin_state, ev);
+        if (ev->type == TRACE_CLOSED) {
+                m->health.closed_bytes_in += ev->bytes_in;
+                m->health.closed_bytes_out += ev->bytes_out;
+        }
+        trace_publish(&m->health.trace, ev);
+}
 
 int server_health_init(Manager *m) {
         int r;
@@ -251,6 +351,8 @@ int server_health_init(Manager *m) {
                                                            "pending_dials", "tunnels_per_agent", NULL };
              *l; l++)
                 metric_touch(m->limit_refusals, (const char *const[]){ *l });
+        trace_hub_init(&m->health.trace, m->event);
+        admin_state_init(&m->health.admin_state);
         return 0;
 }
 
@@ -261,11 +363,16 @@ int server_health_start(Manager *m) {
         r = daemon_listen_http(m->event, "health", c->health_bind_address, c->health_port, on_health, m, &m->health.health);
         if (r < 0)
                 return r;
-        return daemon_listen_http(m->event, "admin", c->admin_bind_address, c->admin_port, on_admin, m, &m->health.admin);
+        r = daemon_listen_http(m->event, "admin", c->admin_bind_address, c->admin_port, on_admin, m, &m->health.admin);
+        if (r < 0)
+                return r;
+        return admin_listen_unix(&m->health.admin_state, m->event, c->admin_socket, on_admin, m);
 }
 
 void server_health_done(Manager *m) {
         m->health.health = http_server_free(m->health.health);
         m->health.admin = http_server_free(m->health.admin);
+        trace_hub_done(&m->health.trace);
+        admin_state_done(&m->health.admin_state);
         m->health.registry = metrics_registry_free(m->health.registry);
 }

@@ -63,6 +63,8 @@ const ConfKey server_config_table[] = {
                "Health listener bind address (empty: all)"),
         PORT("admin-port", admin_port, "8095", "Admin listener port (0: disabled)"),
         STRING("admin-bind-address", admin_bind_address, "127.0.0.1", "Admin listener bind address"),
+        STRING("admin-socket", admin_socket, NULL,
+               "Admin Unix socket path, e.g. /run/konn/konn-server-admin.sock (mode 0660; empty: none)"),
         DURATION("keepalive-time", keepalive_time_usec, SEC, TEN_YEARS, "30s",
                  "HTTP/2 PING interval towards agents; an agent that leaves a PING unanswered until the next one is "
                  "dropped (upstream default: 1h)"),

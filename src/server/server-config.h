@@ -35,6 +35,7 @@ typedef struct ServerConfig {
         char *health_bind_address;
         int64_t admin_port; /* 0 = no admin listener */
         char *admin_bind_address;
+        char *admin_socket;  /* NULL = no admin Unix socket (unless systemd passes one) */
         uint64_t keepalive_time_usec, frontend_keepalive_time_usec;
         char **proxy_strategies; /* non-empty, each "default", "destHost" or "defaultRoute" */
         char **cipher_suites;  /* upstream Go cipher-suite names, stored unchecked; NULL = library default */

@@ -3,9 +3,12 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "backend.h"
+#include "health.h"
 #include "log.h"
 #include "manager.h"
 #include "tunnel.h"
@@ -27,6 +30,51 @@ void tunnel_counters(const Tunnel *t, uint64_t *in, uint64_t *out) {
                 *in = t->bytes_in;
                 *out = t->bytes_out;
         }
+}
+
+const char *tunnel_frontend_name(const Tunnel *t) {
+        return t->kind == TUNNEL_CONNECT ? "http-connect" : "grpc";
+}
+
+const char *tunnel_state_name(const Tunnel *t) {
+        static const char *const states[] = {
+                [TUNNEL_HANDSHAKE] = "handshake", [TUNNEL_HEADER] = "header", [TUNNEL_PENDING] = "pending",
+                [TUNNEL_ESTABLISHED] = "established", [TUNNEL_CLOSING] = "closing",
+        };
+        return t->state < ELEMENTSOF(states) ? states[t->state] : "?";
+}
+
+uint64_t tunnel_bytes_in(const Tunnel *t) {
+        uint64_t in, out;
+        tunnel_counters(t, &in, &out);
+        return in;
+}
+
+uint64_t tunnel_bytes_out(const Tunnel *t) {
+        uint64_t in, out;
+        tunnel_counters(t, &in, &out);
+        return out;
+}
+
+void tunnel_trace(Tunnel *t, TraceEventType type, const char *reason) {
+        uint64_t now = now_usec();
+        TraceEvent ev = {
+                .type = type,
+                .dial_id = t->dial_id,
+                .connect_id = type == TRACE_DIAL || type == TRACE_FAILED ? 0 : t->connect_id,
+                .agent = t->agent_id ?: (t->backend ? t->backend->agent_id : NULL),
+                .dest = t->dest,
+                .frontend = tunnel_frontend_name(t),
+                .reason = reason,
+        };
+
+        if (type == TRACE_ESTABLISHED)
+                ev.usec = t->established_usec - t->dial_usec;
+        else if (type == TRACE_CLOSED) {
+                tunnel_counters(t, &ev.bytes_in, &ev.bytes_out);
+                ev.usec = now - t->established_usec;
+        }
+        server_trace(t->manager, &ev);
 }
 
 void tunnel_log_opened(Tunnel *t) {
@@ -54,6 +102,8 @@ void tunnel_log_closed(Tunnel *t, const char *why) {
         char cid[32], did[32], in[32], out[32], dur[32];
         uint64_t bin, bout;
 
+        if (!t->close_why)
+                t->close_why = why;
         if (LOG_DEBUG > log_get_max_level())
                 return;
         tunnel_counters(t, &bin, &bout);
@@ -132,6 +182,10 @@ static const GrpcCallHandler closing_handler = {
 Tunnel *tunnel_free(Tunnel *t) {
         if (!t)
                 return NULL;
+        if (t->state == TUNNEL_PENDING)
+                tunnel_trace(t, TRACE_FAILED, "the client went away while the dial was pending");
+        else if (t->established_usec > 0)
+                tunnel_trace(t, TRACE_CLOSED, t->close_why ?: "closed");
         tunnel_unpend(t);
         tunnel_unestablish(t);
         LIST_REMOVE(tunnels, t->manager->tunnels, t);
@@ -155,6 +209,7 @@ Tunnel *tunnel_free(Tunnel *t) {
                         grpc_call_finish(t->acall, GRPC_STATUS_OK, NULL);
                 t->acall = NULL;
         }
+        free(t->agent_id);
         free(t);
         return NULL;
 }
@@ -200,6 +255,7 @@ static int on_dial_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                               { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
                    "Agent '%s' did not answer the dial to '%s' within %" PRIu64 " ms.", b ? b->agent_id : "?",
                    t->dest, t->manager->config->backend_dial_timeout_usec / USEC_PER_MSEC);
+        tunnel_trace(t, TRACE_FAILED, "timed out waiting for backend dial");
         tunnel_unpend(t);
         t->state = TUNNEL_CLOSING;
         manager_count_dial_failure(t->manager, "backend_dial_timeout");
@@ -229,6 +285,9 @@ int tunnel_request_dial(Tunnel *t) {
                 return -EBUSY;
         }
         b = manager_pick_backend(m, t->dest);
+        t->backend = b; /* for the trace event only: not indexed yet */
+        tunnel_trace(t, TRACE_DIAL, NULL);
+        t->backend = NULL;
         if (!b) {
                 for (Backend *i = m->backends; i; i = i->backends_next)
                         if (!i->superseded && (int64_t) (i->n_pending + idmap_size(i->tunnels)) >=
@@ -238,6 +297,7 @@ int tunnel_request_dial(Tunnel *t) {
                                 return -EUSERS;
                         }
                 manager_count_dial_failure(m, "no_agent");
+                tunnel_trace(t, TRACE_FAILED, "No agent available");
                 return -ENOENT;
         }
         p = (Packet){ .type = PACKET_DIAL_REQ,
@@ -246,12 +306,15 @@ int tunnel_request_dial(Tunnel *t) {
                                     .random = t->dial_id } };
         /* Send first: if that fails the agent stream is ended, and this tunnel is not yet one of its dials. */
         r = backend_send(b, &p);
-        if (r < 0)
+        if (r < 0) {
+                tunnel_trace(t, TRACE_FAILED, "failed to send the dial request");
                 return r;
+        }
         r = idmap_put(m->pending, t->dial_id, t);
         if (r < 0) {
                 Packet c = { .type = PACKET_DIAL_CLS, .dial_cls.random = t->dial_id };
                 (void) backend_send(b, &c);
+                tunnel_trace(t, TRACE_FAILED, "failed to send the dial request");
                 return r;
         }
         t->backend = b;
@@ -368,6 +431,8 @@ void tunnel_dial_succeeded(Tunnel *t, int64_t connect_id) {
         }
         t->established_usec = now_usec();
         metric_observe(t->manager->metrics.dial_duration, NULL, (double) (t->established_usec - t->dial_usec) / USEC_PER_SEC);
+        t->agent_id = strdup(t->backend->agent_id); /* NULL (out of memory) only costs the trace its agent */
+        tunnel_trace(t, TRACE_ESTABLISHED, NULL);
         tunnel_log_opened(t);
         if (t->kind == TUNNEL_CONNECT)
                 connect_dial_succeeded(t);
@@ -391,6 +456,7 @@ void tunnel_dial_failed(Tunnel *t, const char *error) {
                                       { "KONN_DIAL_ID", did }, { "KONN_DEST", t->dest }),
                            "Dial to '%s' through agent '%s' failed: %s", t->dest,
                            t->backend ? t->backend->agent_id : "?", error);
+        tunnel_trace(t, TRACE_FAILED, error);
         tunnel_unpend(t);
         t->state = TUNNEL_CLOSING;
         if (!t->direct) /* direct failures are counted in konn_server_direct_dial_failure_count */
@@ -402,6 +468,7 @@ void tunnel_dial_failed(Tunnel *t, const char *error) {
 }
 
 void tunnel_dial_closed(Tunnel *t) {
+        tunnel_trace(t, TRACE_FAILED, "the agent closed the dial");
         tunnel_unpend(t);
         t->state = TUNNEL_CLOSING;
         if (t->kind == TUNNEL_CONNECT)
@@ -413,8 +480,10 @@ void tunnel_dial_closed(Tunnel *t) {
 void tunnel_backend_gone(Tunnel *t) {
         bool was_pending = t->state == TUNNEL_PENDING;
 
-        if (was_pending)
+        if (was_pending) {
                 manager_count_dial_failure(t->manager, "backend_close");
+                tunnel_trace(t, TRACE_FAILED, "the agent disconnected while the dial was pending");
+        }
         tunnel_unpend(t);
         tunnel_unestablish(t);
         if (!was_pending)

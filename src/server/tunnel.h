@@ -20,6 +20,7 @@
 #include "relay.h"
 #include "server-forward.h"
 #include "sock.h"
+#include "trace.h"
 #include "transport.h"
 
 typedef enum TunnelKind {
@@ -75,6 +76,9 @@ struct Tunnel {
         bool ignore_input;           /* "stop reading this stream" (protocol.md §5.2) */
         int64_t seen_connect_id;     /* first non-zero connectID the frontend used in DATA */
         uint64_t bytes_in, bytes_out;
+        /* For the admin interface's trace events (the backend is gone by the time the tunnel is freed). */
+        char *agent_id;              /* copied when established */
+        const char *close_why;       /* a string literal, from tunnel_log_closed() */
 };
 
 Tunnel *tunnel_alloc(Manager *m, TunnelKind kind, const char *peer);
@@ -96,6 +100,13 @@ void tunnel_send_close(Tunnel *t);
 /* konn-to-konn mode: the agent opened the tunnel's own stream for pending dial dial_id (that is its DIAL_RSP). */
 int tunnel_stream_opened(Backend *b, GrpcCall *call, const char **ret_message);
 uint64_t now_usec(void);
+/* For the admin interface and trace events. */
+const char *tunnel_frontend_name(const Tunnel *t);     /* "http-connect", "grpc" */
+const char *tunnel_state_name(const Tunnel *t);        /* "handshake", "header", "pending", "established", "closing" */
+uint64_t tunnel_bytes_in(const Tunnel *t);             /* from the client, towards the destination */
+uint64_t tunnel_bytes_out(const Tunnel *t);            /* from the destination, back to the client */
+/* Publish a trace event about t (reason: failed/closed only). */
+void tunnel_trace(Tunnel *t, TraceEventType type, const char *reason);
 
 /* Called by the Backend for packets and events that concern this tunnel. */
 void tunnel_dial_succeeded(Tunnel *t, int64_t connect_id);

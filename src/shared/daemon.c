@@ -126,9 +126,18 @@ int daemon_listen_fds_init(void) {
         return (int) n_listen;
 }
 
-int daemon_take_listen_fd(const char *name) {
+static bool fd_is_unix(int fd) {
+        int family = 0;
+        socklen_t len = sizeof(family);
+
+        return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) >= 0 && family == AF_UNIX;
+}
+
+/* family_filter: 0 any, 1 only AF_UNIX, -1 anything but AF_UNIX. */
+static int take_listen_fd(const char *name, int family_filter) {
         for (unsigned i = 0; i < n_listen; i++)
-                if (listen_fds[i] >= 0 && streq_ptr(listen_names[i], name)) {
+                if (listen_fds[i] >= 0 && streq_ptr(listen_names[i], name) &&
+                    (family_filter == 0 || (family_filter > 0) == fd_is_unix(listen_fds[i]))) {
                         int fd = listen_fds[i];
                         listen_fds[i] = -EBADF;
                         /* systemd passes sockets blocking unless the unit says NonBlocking=yes: the accept loops
@@ -195,6 +204,10 @@ void daemon_listen_fds_close(void) {
         n_listen = 0;
 }
 
+int daemon_take_listen_fd(const char *name) {
+        return take_listen_fd(name, 0);
+}
+
 void daemon_listen_fds_done(void) {
         for (unsigned i = 0; i < n_listen; i++) {
                 if (listen_fds[i] >= 0)
@@ -210,7 +223,7 @@ int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t 
                        void *userdata, HttpServer **ret) {
         int fd, r;
 
-        fd = daemon_take_listen_fd(name);
+        fd = take_listen_fd(name, -1);
         if (fd < 0 && port > 0)
                 fd = daemon_take_listen_fd_by_address(NULL, bind, (uint16_t) port);
         if (fd < 0) {
@@ -224,6 +237,28 @@ int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t 
         r = http_server_new(e, fd, h, userdata, ret);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the %s listener: %m", name);
+        return 0;
+}
+
+int daemon_listen_http_unix(sd_event *e, const char *name, const char *path, http_handler_t h, void *userdata,
+                            HttpServer **ret, bool *ret_bound) {
+        int fd, r;
+
+        *ret_bound = false;
+        fd = take_listen_fd(name, 1);
+        if (fd < 0 && path && *path)
+                fd = daemon_take_listen_fd_by_address(path, NULL, 0);
+        if (fd < 0) {
+                if (!path || !*path)
+                        return 0;
+                fd = sock_listen_unix(path, 0660, true);
+                if (fd < 0)
+                        return log_error_errno(fd, "Failed to listen on the %s socket %s: %m", name, path);
+                *ret_bound = true;
+        }
+        r = http_server_new(e, fd, h, userdata, ret);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the %s socket listener: %m", name);
         return 0;
 }
 

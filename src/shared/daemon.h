@@ -37,10 +37,17 @@ int daemon_take_listen_fd(const char *name);
 int daemon_take_listen_fd_by_address(const char *path, const char *host, uint16_t port);
 void daemon_listen_fds_done(void);     /* logs each fd never taken, then closes it */
 void daemon_listen_fds_close(void);    /* closes them silently (exit before any listener was set up) */
-/* An HTTP listener on the socket systemd passed as `name` (or one listening on bind:port), else on bind:port (port 0: none, *ret stays NULL).
+/* An HTTP listener on the (non-Unix) socket systemd passed as `name` (or one listening on bind:port), else on
+ * bind:port (port 0: none, *ret stays NULL).
  * Logs its errors. */
 int daemon_listen_http(sd_event *e, const char *name, const char *bind, int64_t port, http_handler_t h,
                        void *userdata, HttpServer **ret);
+
+/* The same on a Unix socket: the AF_UNIX socket systemd passed as `name` (daemon_listen_http() takes only the
+ * others of that name) or one listening on path, else a socket bound at path with mode 0660 (*ret_bound true: the caller unlinks it at exit);
+ * no path: none. */
+int daemon_listen_http_unix(sd_event *e, const char *name, const char *path, http_handler_t h, void *userdata,
+                            HttpServer **ret, bool *ret_bound);
 
 /* Graceful stop: check count(userdata) every 100 ms and exit the loop once it is 0 or timeout_usec has passed
  * (then logging how many were cut off, as `what`). The first check comes after one tick, so packets queued just

@@ -36,6 +36,7 @@ typedef enum ConnState {
         CONN_READING,
         CONN_WRITING,
         CONN_LINGERING,
+        CONN_TAKEN,       /* the handler took the socket over (HttpResponse.takeover): only freeing is left */
 } ConnState;
 
 typedef struct HttpConnection HttpConnection;
@@ -478,6 +479,17 @@ static void conn_call_handler(HttpConnection *c, const HttpRequest *req) {
         int r;
 
         r = c->server->handler(req, &resp, c->server->userdata);
+        if (r >= 0 && resp.takeover) {
+                int fd = TAKE_FD(c->fd);
+
+                free(resp.body);
+                c->io = sd_event_source_disable_unref(c->io);
+                c->state = CONN_TAKEN;
+                r = resp.takeover(fd, resp.takeover_userdata);
+                if (r < 0)
+                        log_debug_errno(r, "http: handing over the connection for '%s' failed: %m", req->path);
+                return;
+        }
         if (r < 0) {
                 log_debug_errno(r, "http: handler failed for '%s': %m", req->path);
                 resp.body = mfree(resp.body);
@@ -604,6 +616,8 @@ static int conn_dispatch(HttpConnection *c) {
 
                 case CONN_LINGERING:
                         return 0;
+                case CONN_TAKEN:
+                        return -ECONNABORTED; /* the socket has a new owner: free what is left */
                 }
 }
 
@@ -657,6 +671,8 @@ static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userda
                 break;
         case CONN_WRITING:
                 break; /* conn_flush() below reports errors */
+        case CONN_TAKEN:
+                break;
         case CONN_LINGERING:
                 r = conn_discard(c);
                 if (r < 0) {

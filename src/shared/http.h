@@ -41,6 +41,11 @@ typedef struct HttpResponse {
         char *body;               /* malloc'd by the handler, freed by http (also on errors) */
         size_t body_len;
         const char *location;     /* for 301: copied by http; CR/LF/CTL or > HTTP_LOCATION_MAX → 500 */
+        /* Instead of a response: the connection's socket is handed to takeover(fd, takeover_userdata), which owns
+         * it from then on, also when it fails (long-lived streams: the admin interface's /v1/trace). Bytes the
+         * client pipelined after this request are dropped. A negative return is logged at debug level. */
+        int (*takeover)(int fd, void *userdata);
+        void *takeover_userdata;
 } HttpResponse;
 
 /* Called once per GET or HEAD request with *ret zero-initialised. Fill *ret and return 0; a negative
