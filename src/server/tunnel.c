@@ -65,6 +65,7 @@ void tunnel_trace(Tunnel *t, TraceEventType type, const char *reason) {
                 .agent = t->agent_id ?: (t->backend ? t->backend->agent_id : NULL),
                 .dest = t->dest,
                 .frontend = tunnel_frontend_name(t),
+                .client = t->peer,
                 .reason = reason,
         };
 

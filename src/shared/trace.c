@@ -142,7 +142,8 @@ size_t trace_format(const TraceEvent *ev, uint64_t seq, uint64_t now, char *buf,
                 goto cut;
         if (ev->frontend) {
                 size_t n = (size_t) k;
-                k = snprintf(buf + n, size - n, ", \"frontend\": \"%s\"", ev->frontend);
+                (void) jsonw_escape(s1, sizeof(s1), ev->client);
+                k = snprintf(buf + n, size - n, ", \"frontend\": \"%s\", \"client\": %s", ev->frontend, s1);
                 if (k < 0 || (size_t) k >= size - n)
                         goto cut;
                 k += (int) n;

@@ -41,6 +41,7 @@ typedef struct TraceEvent {
         const char *server;           /* konn-agent: the server that asked; konn-server: NULL */
         const char *dest;
         const char *frontend;         /* konn-server: "http-connect" or "grpc" */
+        const char *client;           /* konn-server: the frontend client ("127.0.0.1:41234", "unix:/run/...") */
         const char *reason;           /* failed: the error; closed: who closed */
         uint64_t bytes_in, bytes_out; /* closed: towards the destination, back from it */
         uint64_t usec;                /* established: dial time; closed: time since established */
