@@ -1212,7 +1212,7 @@ static const char *const server_errors[_SV_MAX] = {
         [SV_ID_EMPTY] = "--server-id must be a non-empty string of printable ASCII characters",
         [SV_ID_CTRL] = "--server-id must be a non-empty string of printable ASCII characters",
         [SV_MODE] = "--mode must be 'grpc' or 'http-connect'",
-        [SV_LOG_TARGET] = "--log-target must be auto, journal, stderr or stderr-fields",
+        [SV_LOG_TARGET] = "--log-target must be auto, journal, console, logfmt, stderr or stderr-fields",
         [SV_LOG_LEVEL] = "--log-level must be a syslog level",
 };
 /* clang-format on */
@@ -1665,7 +1665,7 @@ static const struct {
           -EINVAL, "--alpn-proto: protocol id '01234567890123456789...' is longer than 255 bytes" },
         { ARGS("--ca-cert=/ca", "--log-target=syslog"), -EINVAL,
           "invalid value 'syslog' for flag --log-target: must be one of: auto, journal, stderr, "
-          "stderr-fields" },
+          "stderr-fields, console, logfmt" },
         { ARGS("--ca-cert=/ca", "--server-count-source=min"), -EINVAL,
           "invalid value 'min' for flag --server-count-source: must be one of: \"\", default, max" },
 };

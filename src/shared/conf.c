@@ -22,7 +22,7 @@
  *   report flag errors before touching files), once after the files so that flags win.
  * - Errors are returned as malloc'd text; this module only logs at debug level. */
 
-const char *const conf_log_target_values[] = { "auto", "journal", "stderr", "stderr-fields", NULL };
+const char *const conf_log_target_values[] = { "auto", "journal", "stderr", "stderr-fields", "console", "logfmt", NULL };
 
 #define strneq(a, b, n) (strncmp((a), (b), (n)) == 0)
 
@@ -1616,6 +1616,6 @@ int conf_validate_log(int log_level, int log_target, char **ret_error) {
                 return conf_set_error(ret_error, -EINVAL, "--log-level must be a syslog level");
         if (log_target < 0 || log_target >= _LOG_TARGET_MAX)
                 return conf_set_error(ret_error, -EINVAL,
-                                      "--log-target must be auto, journal, stderr or stderr-fields");
+                                      "--log-target must be auto, journal, console, logfmt, stderr or stderr-fields");
         return 0;
 }

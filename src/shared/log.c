@@ -2,6 +2,10 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -15,6 +19,7 @@
 static int max_level = LOG_INFO;
 static LogTarget target = LOG_TARGET_AUTO;
 static int journal_connected = -1; /* -1 unknown */
+static int stderr_tty = -1;        /* -1 unknown */
 static log_sink_t sink;
 static void *sink_userdata;
 
@@ -29,6 +34,7 @@ int log_get_max_level(void) {
 void log_set_target(LogTarget t) {
         target = t;
         journal_connected = -1;
+        stderr_tty = -1;
 }
 
 void log_set_sink(log_sink_t s, void *userdata) {
@@ -42,6 +48,8 @@ LogTarget log_target_from_string(const char *s) {
                 [LOG_TARGET_JOURNAL] = "journal",
                 [LOG_TARGET_STDERR] = "stderr",
                 [LOG_TARGET_STDERR_FIELDS] = "stderr-fields",
+                [LOG_TARGET_CONSOLE] = "console",
+                [LOG_TARGET_LOGFMT] = "logfmt",
         };
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if (s && streq(s, names[i]))
@@ -144,6 +152,135 @@ static void write_stderr(int level, const LogField *fields, const char *message)
         (void) !write(STDERR_FILENO, line, len);
 }
 
+static const char *const level_names[] = { "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug" };
+
+static const char *level_name(int level) {
+        return level >= 0 && level < (int) ELEMENTSOF(level_names) ? level_names[level] : "info";
+}
+
+/* Append to line[*len] within size (always leaving room for the newline). */
+static void append(char *line, size_t size, size_t *len, const char *s, size_t n) {
+        n = MIN(n, size - 1 - *len);
+        memcpy(line + *len, s, n);
+        *len += n;
+}
+
+/* A logfmt value: bare if it is non-empty and has no space, quote, '=' or control character; else quoted with
+ * \" \\ \n \t and \xNN escapes. */
+static void append_value(char *line, size_t size, size_t *len, const char *v) {
+        bool bare = *v != '\0';
+
+        for (const unsigned char *p = (const unsigned char *) v; *p && bare; p++)
+                if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
+                        bare = false;
+        if (bare) {
+                append(line, size, len, v, strlen(v));
+                return;
+        }
+        append(line, size, len, "\"", 1);
+        for (const unsigned char *p = (const unsigned char *) v; *p; p++) {
+                char e[8];
+                size_t n;
+
+                if (*p == '"' || *p == '\\')
+                        n = (size_t) snprintf(e, sizeof(e), "\\%c", *p);
+                else if (*p == '\n')
+                        n = (size_t) snprintf(e, sizeof(e), "\\n");
+                else if (*p == '\t')
+                        n = (size_t) snprintf(e, sizeof(e), "\\t");
+                else if (*p < ' ' || *p == 0x7f)
+                        n = (size_t) snprintf(e, sizeof(e), "\\x%02x", *p);
+                else {
+                        e[0] = (char) *p;
+                        n = 1;
+                }
+                append(line, size, len, e, n);
+        }
+        append(line, size, len, "\"", 1);
+}
+
+static void format_time(char *buf, size_t size, bool utc_date) {
+        struct timespec ts;
+        struct tm tm;
+        char tmp[64];
+
+        (void) clock_gettime(CLOCK_REALTIME, &ts);
+        if (utc_date) {
+                (void) gmtime_r(&ts.tv_sec, &tm);
+                (void) snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+        } else {
+                (void) localtime_r(&ts.tv_sec, &tm);
+                (void) snprintf(tmp, sizeof(tmp), "%02d:%02d:%02d.%03ld", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                                ts.tv_nsec / 1000000);
+        }
+        (void) snprintf(buf, size, "%.*s", (int) size - 1, tmp);
+}
+
+/* "16:41:02.123 warning: message": what a person at a terminal wants; the fields stay in the journal. */
+static void write_console(int level, const char *message) {
+        char line[LOG_LINE_MAX + 64], when[32];
+        int k;
+
+        format_time(when, sizeof(when), false);
+        k = snprintf(line, sizeof(line), "%s %s%s%s\n", when, level <= LOG_NOTICE || level == LOG_DEBUG ? level_name(level) : "",
+                     level <= LOG_NOTICE || level == LOG_DEBUG ? ": " : "", message);
+        if (k < 0)
+                return;
+        if ((size_t) k >= sizeof(line)) {
+                k = (int) sizeof(line) - 1;
+                line[k - 1] = '\n';
+        }
+        (void) !write(STDERR_FILENO, line, (size_t) k);
+}
+
+/* One logfmt line: time, level, msg, then every field sorted by key (a stable order for log pipelines). */
+static void write_logfmt(int level, int error, const LogField *fields, const char *message) {
+        const LogField *sorted[LOG_FIELDS_MAX + 1];
+        char line[LOG_LINE_MAX + 1024], when[32], errno_value[16];
+        LogField errno_field = { "ERRNO", errno_value };
+        size_t len = 0, n = 0;
+
+        format_time(when, sizeof(when), true);
+        append(line, sizeof(line), &len, "time=", 5);
+        append(line, sizeof(line), &len, when, strlen(when));
+        append(line, sizeof(line), &len, " level=", 7);
+        append(line, sizeof(line), &len, level_name(level), strlen(level_name(level)));
+        append(line, sizeof(line), &len, " msg=", 5);
+        append_value(line, sizeof(line), &len, message);
+
+        if (error != 0) {
+                (void) snprintf(errno_value, sizeof(errno_value), "%d", abs(error));
+                sorted[n++] = &errno_field;
+        }
+        for (const LogField *f = fields; f && f->key && n < LOG_FIELDS_MAX; f++)
+                if (f->value)
+                        sorted[n++] = f;
+        for (size_t i = 1; i < n; i++)
+                for (size_t j = i; j > 0 && strcmp(sorted[j - 1]->key, sorted[j]->key) > 0; j--) {
+                        const LogField *t = sorted[j];
+                        sorted[j] = sorted[j - 1];
+                        sorted[j - 1] = t;
+                }
+        for (size_t i = 0; i < n; i++) {
+                append(line, sizeof(line), &len, " ", 1);
+                append(line, sizeof(line), &len, sorted[i]->key, strlen(sorted[i]->key));
+                append(line, sizeof(line), &len, "=", 1);
+                append_value(line, sizeof(line), &len, sorted[i]->value);
+        }
+        line[len++] = '\n';
+        (void) !write(STDERR_FILENO, line, len);
+}
+
+/* What "auto" means when stderr is not the journal. */
+static LogTarget stderr_target(void) {
+        if (target != LOG_TARGET_AUTO)
+                return target;
+        if (stderr_tty < 0)
+                stderr_tty = isatty(STDERR_FILENO) > 0;
+        return stderr_tty ? LOG_TARGET_CONSOLE : LOG_TARGET_LOGFMT;
+}
+
 int log_internalv(int level, int error, const char *file, int line, const char *func,
                   const LogField *fields, const char *format, va_list ap) {
         char message[LOG_LINE_MAX];
@@ -161,7 +298,16 @@ int log_internalv(int level, int error, const char *file, int line, const char *
         else if (use_journal())
                 write_journal(level, error, file, line, func, fields, message);
         else
-                write_stderr(level, fields, message);
+                switch (stderr_target()) {
+                case LOG_TARGET_CONSOLE:
+                        write_console(level, message);
+                        break;
+                case LOG_TARGET_LOGFMT:
+                        write_logfmt(level, error, fields, message);
+                        break;
+                default:
+                        write_stderr(level, fields, message);
+                }
         errno = saved_errno;
         return -abs(error);
 }

@@ -2,9 +2,12 @@
 /*
  * log — the only place konn writes log output. Owns the two logging globals (max level and
  * target). Under journald (JOURNAL_STREAM matches stderr, or forced) every line goes out via
- * sd_journal_sendv() with PRIORITY, CODE_FILE/LINE/FUNC, MESSAGE and the caller's KONN_* fields;
- * otherwise lines go to stderr with a "<N>" priority prefix (fields appended as KEY=value when the
- * "stderr-fields" target is selected, which is what tests use). Called from the loop thread only.
+ * sd_journal_sendv() with PRIORITY, CODE_FILE/LINE/FUNC, MESSAGE and the caller's KONN_* fields.
+ * Otherwise, with the "auto" target: on a terminal short human lines ("16:41:02.123 warning: ...",
+ * no fields); anywhere else (containers, pipes) one logfmt line per event: time, level, msg, then
+ * every field (MESSAGE_ID, KONN_*, ERRNO) sorted by name, values quoted where needed. "console" and
+ * "logfmt" force either; "stderr" is the "<N>message" form, "stderr-fields" the same with the fields
+ * appended (what the test harness parses). Called from the loop thread only.
  */
 #pragma once
 
@@ -18,6 +21,8 @@ typedef enum LogTarget {
         LOG_TARGET_JOURNAL,
         LOG_TARGET_STDERR,
         LOG_TARGET_STDERR_FIELDS, /* stderr, with structured fields appended (tests) */
+        LOG_TARGET_CONSOLE,       /* short human lines without fields (auto on a terminal) */
+        LOG_TARGET_LOGFMT,        /* time=... level=... msg="..." KEY=value... (auto elsewhere) */
         _LOG_TARGET_MAX,
         _LOG_TARGET_INVALID = -EINVAL,
 } LogTarget;

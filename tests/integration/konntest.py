@@ -234,6 +234,58 @@ def parse_log(text):
     return [ll for ll in (parse_log_line(x) for x in text.splitlines()) if ll]
 
 
+# Log lines in logfmt (--log-target=logfmt, and "auto" when stderr is neither a terminal nor the journal):
+# time=2026-12-07T16:41:02.123Z level=info msg="..." KEY=value ... (fields sorted by key).
+
+LEVELS = ["emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"]
+_LOGFMT_PAIR_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|[^ "]*)(?: |$)')
+
+
+def _logfmt_unquote(v):
+    if not v.startswith('"'):
+        return v
+    out, i, body = [], 0, v[1:-1]
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            n = body[i + 1]
+            if n == "x":
+                out.append(chr(int(body[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            out.append({"n": "\n", "t": "\t"}.get(n, n))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def parse_logfmt_line(raw):
+    """[(key, value), ...] in line order, or None if raw is not a whole logfmt line."""
+    pairs, pos = [], 0
+    for m in _LOGFMT_PAIR_RE.finditer(raw):
+        if m.start() != pos:
+            return None
+        pairs.append((m.group(1), _logfmt_unquote(m.group(2))))
+        pos = m.end()
+    return pairs if pairs and pos == len(raw) else None
+
+
+def logfmt_to_prefixed(text):
+    """logfmt lines as "<N>message" lines (what --log-target=stderr prints), other lines unchanged: for checks
+    written against the priority-prefix form of messages logged before the configuration is applied."""
+    out = []
+    for raw in text.splitlines():
+        pairs = parse_logfmt_line(raw)
+        d = dict(pairs or [])
+        if pairs and pairs[0][0] == "time" and d.get("level") in LEVELS and "msg" in d:
+            out.append("<%d>%s" % (LEVELS.index(d["level"]), d["msg"]))
+        else:
+            out.append(raw)
+    return "".join(x + "\n" for x in out)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Daemons
 

@@ -29,7 +29,8 @@ SETTING_RE = re.compile(r"^#([a-z][a-z0-9-]*) = (.*);$")
 def check_config(binary, args, env=None):
     r = subprocess.run([binary] + list(args) + ["--check-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        env=konntest.clean_env(env), timeout=T(30))
-    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+    # stderr is a pipe: "auto" logs logfmt lines; compared here in the "<N>message" form.
+    return r.returncode, r.stdout.decode(errors="replace"), konntest.logfmt_to_prefixed(r.stderr.decode(errors="replace"))
 
 
 def write(path, text):
