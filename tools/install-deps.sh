@@ -10,7 +10,7 @@ PKGS="build-essential autoconf automake pkg-config
       valgrind clang systemd groff-base man-db procps iproute2
       dpkg-dev debhelper lintian devscripts rpm rpmlint debootstrap systemd-container
       selinux-policy-dev selinux-policy-default policycoreutils setools semodule-utils e2fsprogs qemu-system-x86
-      etcd-server podman runc
+      etcd-server podman runc prometheus
       iproute2 iptables conntrack libnetfilter-queue-dev"
 missing=""
 for p in $PKGS; do

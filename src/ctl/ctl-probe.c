@@ -227,6 +227,14 @@ int ctl_probe(const CtlProbeOptions *o) {
         if (!t1)
                 t1 = now_s();
         resp[len] = '\0';
+        if (len == 0) {
+                const char *why = c.tls ? tls_conn_error(c.tls) : "";
+                fprintf(stderr, "konnctl: the frontend %s closed the connection without answering%s%s\n", frontend,
+                        *why ? ": " : "", why);
+                conn_close(&c);
+                ctl_stream_free(trace);
+                return CTL_EXIT_UNREACHABLE;
+        }
         conn_close(&c); /* closing the tunnel at once: the agent closes its connection to the destination */
         if (sscanf(resp, "HTTP/1.%*d %d", &code) != 1) {
                 fprintf(stderr, "konnctl: the frontend %s did not answer the CONNECT request with HTTP\n", frontend);

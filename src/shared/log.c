@@ -8,7 +8,8 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
+/* Our CODE_FILE/CODE_LINE/CODE_FUNC name the caller of log_*(), not this file: no second set from libsystemd. */
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 
 #include "log.h"

@@ -7,7 +7,7 @@ konn-agent processes of a test (stderr captured to a file, always stopped in cle
 blackhole, refused port, tiny HTTP).
 
 Environment:
-  KONN_BUILDDIR       directory holding konn-server and konn-agent (default: the repository root)
+  KONN_BUILDDIR       directory holding konn-server, konn-agent and konnctl (default: the repository root)
   KONN_SRCDIR         source tree holding tests/gen-certs.sh (default: the repository root)
   KONN_WRAPPER        command prepended to every daemon command line, e.g.
                       "valgrind --leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite";
@@ -94,6 +94,7 @@ def _remove_session_dir(d):
 
 SERVER_BIN = os.path.join(BUILDDIR, "konn-server")
 AGENT_BIN = os.path.join(BUILDDIR, "konn-agent")
+KONNCTL_BIN = os.path.join(BUILDDIR, "konnctl")
 GEN_CERTS = os.path.join(SRCDIR, "tests", "gen-certs.sh")
 CURL = "/usr/bin/curl"
 
@@ -1112,6 +1113,21 @@ class KonnTestCase(unittest.TestCase):
     def assert_echo(self, c, data):
         c.send(data)
         self.assertEqual(c.recv_exact(len(data)), data)
+
+    def konnctl(self, *args, env=None, user=None, timeout=30, check_rc=None):
+        """Run konnctl with args; (returncode, stdout, stderr) as text. env: extra variables. user: (uid, gid,
+        [groups]) to drop to with setpriv (root only). check_rc: assert this exit status (stderr in the message)."""
+        argv = [KONNCTL_BIN] + list(args)
+        if user is not None:
+            uid, gid, groups = user
+            argv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid,
+                    ("--groups=" + ",".join(str(g) for g in groups)) if groups else "--clear-groups", "--"] + argv
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=clean_env(env), timeout=T(timeout))
+        out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+        if check_rc is not None:
+            self.assertEqual(r.returncode, check_rc, "konnctl %s: stdout:\n%s\nstderr:\n%s" % (" ".join(args), out, err))
+        return r.returncode, out, err
 
     def wait_until(self, pred, timeout, what):
         """Poll pred() (bounded); AssertionError naming `what` on timeout."""

@@ -281,8 +281,8 @@ def render_man(path, subst):
 
 UNIT_SUBST = {"sbindir": "/usr/sbin", "sysconfdir": "/etc", "PACKAGE_VERSION": "0"}
 UNIT_FILES = ["konn-server.service", "konn-server.socket", "konn-server-agent.socket", "konn-agent.service",
-              "konn-agent.socket"]
-MAN_PAGES = ["konn-server.8", "konn-agent.8", "konn.conf.5"]
+              "konn-agent.socket", "konn-server-admin.socket", "konn-agent-admin.socket"]
+MAN_PAGES = ["konn-server.8", "konn-agent.8", "konn.conf.5", "konnctl.1"]
 
 
 def leftover_placeholders(text):

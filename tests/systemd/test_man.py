@@ -17,6 +17,8 @@ import konnsd
 MAN_DIR = os.path.join(konnsd.SRCDIR, "man")
 SECTIONS_8 = ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "CONFIGURATION FILES", "SIGNALS", "SOCKET ACTIVATION",
               "LOGGING", "EXIT STATUS", "FILES", "SEE ALSO"]
+SECTIONS_1 = ["NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS", "EXIT STATUS", "ENVIRONMENT", "FILES",
+              "EXAMPLES", "SEE ALSO"]
 SECTIONS_5 = ["NAME", "SYNOPSIS", "DESCRIPTION", "FORMAT", "PRECEDENCE", "DROP-INS", "ERRORS", "SERVER KEYS",
               "AGENT KEYS", "FILES", "SEE ALSO"]
 
@@ -62,7 +64,7 @@ class ManPages(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r.stderr)
                 out = re.sub(r".\x08", "", r.stdout.decode())
                 headings = re.findall(r"^([A-Z][A-Z .-]+)$", out, re.M)
-                want = SECTIONS_5 if page.endswith(".5") else SECTIONS_8
+                want = SECTIONS_5 if page.endswith(".5") else SECTIONS_1 if page.endswith(".1") else SECTIONS_8
                 self.assertEqual([h for h in headings if h in want], want)
 
     def test_every_key_is_documented(self):

@@ -169,7 +169,18 @@ class UnitFiles(unittest.TestCase):
         for s in (frontend, agent):
             self.assertEqual(values(s, "Socket", "Service"), ["konn-server.service"])
             self.assertEqual(values(s, "Install", "WantedBy"), ["sockets.target"])
-        self.assertEqual(values(server, "Service", "Sockets"), ["konn-server.socket konn-server-agent.socket"])
+        self.assertEqual(values(server, "Service", "Sockets"),
+                         ["konn-server.socket konn-server-agent.socket konn-server-admin.socket"])
+        # The admin Unix sockets (konnctl): named "admin", group konn-admin, 0660, one per daemon.
+        for d in ("server", "agent"):
+            admin = self.units["konn-%s-admin.socket" % d]
+            self.assertEqual(values(admin, "Socket", "ListenStream"), ["/run/konn/konn-%s-admin.sock" % d])
+            self.assertEqual(values(admin, "Socket", "FileDescriptorName"), ["admin"])
+            self.assertEqual(values(admin, "Socket", "SocketMode"), ["0660"])
+            self.assertEqual(values(admin, "Socket", "SocketGroup"), ["konn-admin"])
+            self.assertEqual(values(admin, "Socket", "Service"), ["konn-%s.service" % d])
+            self.assertEqual(values(admin, "Install", "WantedBy"), ["sockets.target"])
+        self.assertEqual(values(self.units["konn-agent.service"], "Service", "Sockets"), ["konn-agent-admin.socket"])
         self.assertEqual(values(server, "Service", "NonBlocking"), ["yes"])
         # The names must be the ones src/shared/daemon.c takes.
         with open(os.path.join(konnsd.SRCDIR, "src", "server", "manager.c")) as f:
@@ -240,11 +251,12 @@ class UnitFiles(unittest.TestCase):
             self.assertEqual(users[u][6], "/usr/sbin/nologin")
             self.assertIn(u, groups)
         self.assertIn("konn-frontend", groups)
+        self.assertIn("konn-admin", groups)
 
         r = run(["systemd-tmpfiles", "--root=" + root, "--create", os.path.join(SYSTEMD_DIR, "konn.tmpfiles")])
         self.assertEqual(r.returncode, 0, r.stderr)
         st = os.stat(os.path.join(root, "run", "konn"))
-        self.assertEqual(oct(st.st_mode & 0o7777), oct(0o2750))
+        self.assertEqual(oct(st.st_mode & 0o7777), oct(0o2751))
         self.assertEqual(st.st_uid, int(users["konn-server"][2]))
         self.assertEqual(st.st_gid, int(groups["konn-frontend"][2]))
 
