@@ -24,7 +24,8 @@ class TestConfig(kt.KonnTestCase):
         text = r.stdout.decode("utf-8", errors="replace")
         with open(os.path.join(self.dir, "run-%d.log" % len(os.listdir(self.dir))), "w") as f:
             f.write(" ".join(argv) + "\n" + text)
-        return r.returncode, kt.parse_log(text), text
+        # Errors found before the configuration is applied are logged with "auto": logfmt on this pipe.
+        return r.returncode, kt.parse_log(kt.logfmt_to_prefixed(text)), text
 
     def assert_refused(self, argv, message_re):
         rc, lines, text = self.run_daemon(argv)

@@ -23,7 +23,7 @@ mkdir "$work/konn"
 
 # Generated files that .gitignore does not list (units and man pages made from .in, policy and debhelper
 # output) stay behind, so a configured or previously packaged tree builds like a fresh clone.
-generated='^(debian/(\.debhelper/|tmp/|konn-(common|server|agent|selinux)(-dbgsym)?/|files$|.*\.substvars$|.*\.debhelper\.log$|debhelper-build-stamp$)|selinux/(tmp/|.*\.pp$)|systemd/[^/]*\.(service|socket)$|man/[^/]*\.[58]$)'
+generated='^(debian/(\.debhelper/|tmp/|(konn-(common|server|agent|selinux)|konnctl)(-dbgsym)?/|files$|.*\.substvars$|.*\.debhelper\.log$|debhelper-build-stamp$)|selinux/(tmp/|.*\.pp$)|systemd/[^/]*\.(service|socket)$|man/[^/]*\.[158]$)'
 if [ -e "$src/.git" ] && command -v git >/dev/null; then
         (cd "$src" && git ls-files -c -o --exclude-standard --deduplicate) | grep -Ev "$generated" |
                 (cd "$src" && tar --ignore-failed-read --verbatim-files-from -T - -cf - 2>/dev/null) |

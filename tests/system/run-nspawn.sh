@@ -108,7 +108,7 @@ inside() {
 phase_start
 if sh "$here/build-debs.sh" "$src" "$work/debs-all" >"$work/build-debs.out" 2>&1; then
         cp "$work"/debs-all/konn-common_*.deb "$work"/debs-all/konn-server_*.deb "$work"/debs-all/konn-agent_*.deb \
-                "$share/debs/"
+                "$work"/debs-all/konnctl_*.deb "$share/debs/"
         pass "build-debs ($(cd "$share/debs" && echo *.deb))"
 else
         cat "$work/build-debs.out"
@@ -198,16 +198,17 @@ phase_time scenario
 
 # ---- 6. purge
 phase_start
-if inside 300 env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q konn-agent konn-server konn-common \
+if inside 300 env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q konn-agent konn-server konnctl konn-common \
         >"$work/purge.log" 2>&1; then
         problems=""
-        left=$(inside 10 dpkg-query -W -f='${db:Status-Abbrev}${Package}\n' 'konn-*' 2>/dev/null | grep -v '^un' || true)
+        left=$(inside 10 dpkg-query -W -f='${db:Status-Abbrev}${Package}\n' 'konn-*' konnctl 2>/dev/null | grep -v '^un' || true)
         [ -z "$left" ] || problems="$problems; still known to dpkg: $left"
         for f in /usr/sbin/konn-server /usr/sbin/konn-agent /lib/systemd/system/konn-server.service \
                 /lib/systemd/system/konn-server.socket /lib/systemd/system/konn-server-agent.socket \
                 /lib/systemd/system/konn-agent.service /usr/lib/sysusers.d/konn.conf /usr/lib/tmpfiles.d/konn.conf \
                 /etc/konn/konn-server.conf /etc/konn/konn-agent.conf /usr/share/man/man8/konn-server.8.gz \
-                /run/konn/konn-server.sock; do
+                /run/konn/konn-server.sock /usr/bin/konnctl /lib/systemd/system/konn-server-admin.socket \
+                /lib/systemd/system/konn-agent-admin.socket /run/konn/konn-server-admin.sock; do
                 if inside 10 test -e "$f"; then
                         problems="$problems; $f still exists"
                 fi

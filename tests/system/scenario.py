@@ -395,6 +395,35 @@ def connect_through_frontend():
     return "CONNECT %s via %s as %s: 200, 64 KiB echoed" % (TARGET, FRONTEND, APISERVER_USER)
 
 
+@step("konnctl-admin-sockets")
+def konnctl_admin_sockets():
+    want_gid = grp.getgrnam("konn-admin").gr_gid
+    for d in ("server", "agent"):
+        path = "/run/konn/konn-%s-admin.sock" % d
+        st = os.stat(path)
+        if not stat.S_ISSOCK(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o660 or st.st_gid != want_gid:
+            raise Failure("%s: mode %o gid %d, expected socket 0660 group konn-admin (%d)"
+                          % (path, st.st_mode, st.st_gid, want_gid))
+    # konnctl finds the server's socket by itself.
+    _, out = run("konnctl", "status")
+    for want in ("Daemon:       konn-server", "Ready:        yes", "Agents:       1 connected"):
+        if want not in out:
+            raise Failure("konnctl status: no %r in:\n%s" % (want, out))
+    _, out = run("konnctl", "-H", "/run/konn/konn-agent-admin.sock", "status")
+    if "Servers:      1/1 servers" not in out:
+        raise Failure("konnctl status on the agent:\n%s" % out)
+    _, out = run("konnctl", "probe", TARGET)
+    if "tunnel established through agent '%s'" % AGENT_ID not in out:
+        raise Failure("konnctl probe %s: %s" % (TARGET, out))
+    # Not a member of konn-admin: refused by the socket's mode, exit status 4.
+    pw = pwd.getpwnam(OTHER_USER)
+    r = subprocess.run(["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--init-groups", "konnctl",
+                        "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if r.returncode != 4 or b"ermission denied" not in r.stderr:
+        raise Failure("konnctl as %s: exit %d, %r" % (OTHER_USER, r.returncode, r.stderr))
+    return "sockets srw-rw---- root:konn-admin; status, agent status and probe as root; %s gets exit 4" % OTHER_USER
+
+
 @step("journal-agent-connected")
 def journal_agent_connected():
     e = wait_journal("the agent-connected entry", "-u", "konn-server", "KONN_AGENT_ID=" + AGENT_ID,
@@ -650,9 +679,9 @@ def main():
         log("%d passed, %d failed" % (sum(1 for _, ok in results if ok), sum(1 for _, ok in results if not ok) + 1))
         return 1
     try:
-        steps = [units_active, frontend_socket_permissions, connect_through_frontend, journal_agent_connected,
-                 reload_rotated_certificate, rotated_certificate_presented, agent_socket_activation,
-                 reverse_through_agent_socket, security_scores]
+        steps = [units_active, frontend_socket_permissions, connect_through_frontend, konnctl_admin_sockets,
+                 journal_agent_connected, reload_rotated_certificate, rotated_certificate_presented,
+                 agent_socket_activation, reverse_through_agent_socket, security_scores]
         if selinux_enabled():  # the qemu SELinux run (run-qemu-selinux.sh)
             steps += [selinux_contexts, stop_drains, selinux_no_avc_denials]
         else:
