@@ -111,7 +111,9 @@ int ctl_find_target(const char *host, const char *want, CtlTarget *ret) {
                 const char *daemon;
         } cand[4];
         size_t n = 0;
-        int err = 0, fd;
+        int fd;
+        char denied[2][256];
+        size_t n_denied = 0;
 
         if (host) {
                 target_set(ret, host);
@@ -143,14 +145,15 @@ int ctl_find_target(const char *host, const char *want, CtlTarget *ret) {
                         close(fd);
                         return 0;
                 }
-                if (fd == -EACCES || fd == -EPERM) {
-                        fprintf(stderr, "konnctl: %s: permission denied (members of the socket's group may connect; "
-                                "see konnctl(1))\n", ret->address);
-                        err = CTL_EXIT_PERMISSION;
-                }
+                /* Not permitted: the admin port may still answer; said only if nothing else does. */
+                if ((fd == -EACCES || fd == -EPERM) && n_denied < 2)
+                        (void) snprintf(denied[n_denied++], sizeof(denied[0]), "%s", ret->address);
         }
-        if (err)
-                return err;
+        for (size_t i = 0; i < n_denied; i++)
+                fprintf(stderr, "konnctl: %s: permission denied (members of the socket's group may connect; "
+                        "see konnctl(1))\n", denied[i]);
+        if (n_denied > 0)
+                return CTL_EXIT_PERMISSION;
         fprintf(stderr, "konnctl: no %s found: no admin socket in %s and nothing listening on the default admin "
                 "port%s; is the daemon running? (-H selects another address)\n", want ?: "konn daemon", dir,
                 want ? "" : "s 8095/8094");

@@ -337,9 +337,12 @@ class Konnctl(ctltest.CtlTestCase):
         self.assertEqual(os.stat(self.server_sock).st_mode & 0o777, 0o660)
         rc, out, err = self.konnctl("-H", self.server_sock, "status", user=(nobody.pw_uid, nogroup, []), check_rc=4)
         self.assertEqual(err, "konnctl: cannot connect to %s: Permission denied\n" % self.server_sock)
-        env = {"KONNCTL_RUNTIME_DIR": self.dir}
-        rc, out, err = self.konnctl("status", env=env, user=(nobody.pw_uid, nogroup, []), check_rc=4)
-        self.assertIn("permission denied", err)
+        # Found by itself: said once nothing else answers (the default admin ports are not in use here).
+        if not [p for p in (8095, 8094) if socket.socket().connect_ex(("127.0.0.1", p)) == 0]:
+            env = {"KONNCTL_RUNTIME_DIR": self.dir}
+            rc, out, err = self.konnctl("status", env=env, user=(nobody.pw_uid, nogroup, []), check_rc=4)
+            self.assertEqual(err, "konnctl: %s: permission denied (members of the socket's group may connect; see "
+                                  "konnctl(1))\n" % self.server_sock)
         # A member of the socket's group may.
         st = json.loads(self.konnctl("-H", self.server_sock, "-o", "json", "status",
                                      user=(nobody.pw_uid, nogroup, [admin_group]), check_rc=0)[1])

@@ -418,7 +418,7 @@ def konnctl_admin_sockets():
     # Not a member of konn-admin: refused by the socket's mode, exit status 4.
     pw = pwd.getpwnam(OTHER_USER)
     r = subprocess.run(["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--init-groups", "konnctl",
-                        "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                        "-H", "/run/konn/konn-server-admin.sock", "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     if r.returncode != 4 or b"ermission denied" not in r.stderr:
         raise Failure("konnctl as %s: exit %d, %r" % (OTHER_USER, r.returncode, r.stderr))
     return "sockets srw-rw---- root:konn-admin; status, agent status and probe as root; %s gets exit 4" % OTHER_USER
