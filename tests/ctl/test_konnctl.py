@@ -189,7 +189,7 @@ class Konnctl(ctltest.CtlTestCase):
             self.assertGreater(t.pop("age_seconds"), 0)
             self.assertEqual(t.pop("connect_id"), 1)
             self.assertEqual(t, {"frontend": "http-connect", "state": "established", "destination": t["destination"],
-                                 "agent": agent, "client": "unix:" + self.sock_path, "bytes_to_destination": n,
+                                 "direction": "forward", "route": "agent", "agent": agent, "client": "unix:" + self.sock_path, "bytes_to_destination": n,
                                  "bytes_from_destination": n})
         only2 = self.ctl_json("-H", self.server_sock, "tunnels", "--agent", "node2")["tunnels"]
         self.assertEqual([t["destination"] for t in only2], [self.echo2.addr])
@@ -213,7 +213,7 @@ class Konnctl(ctltest.CtlTestCase):
         legacy = json.loads(self.http_get("/tunnels"))
         self.assertEqual(sorted(t["destination"] for t in legacy), sorted([self.echo1.addr, self.echo2.addr]))
         self.assertEqual(sorted(legacy[0]), ["age_seconds", "agent", "bytes_in", "bytes_out", "connect_id", "destination",
-                                             "dial_id", "frontend", "state"])
+                                             "dial_id", "direction", "frontend", "route", "state"])
 
     def test_tunnels_agent(self):
         self.run_sequence()

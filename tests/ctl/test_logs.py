@@ -126,7 +126,7 @@ class LogFormats(ctltest.CtlTestCase):
         self.assertEqual(len(failed), 1, text)
         d = dict(failed[0])
         self.assertEqual([k for k, _ in failed[0]], ["time", "level", "msg", "KONN_AGENT_ID", "KONN_DEST",
-                                                    "KONN_DIAL_ID", "MESSAGE_ID"])
+                                                    "KONN_DIAL_ID", "KONN_ROUTE", "MESSAGE_ID"])
         self.assertEqual((d["level"], d["msg"], d["KONN_AGENT_ID"], d["KONN_DEST"], d["MESSAGE_ID"]),
                          ("info", "Dial to '%s' through agent 'node1' failed: dial tcp %s: connect: connection refused"
                           % (refused.addr, refused.addr), "node1", refused.addr, kt.MSG_DIAL_FAILED))
@@ -135,7 +135,7 @@ class LogFormats(ctltest.CtlTestCase):
         raw = [x for x in text.splitlines() if "KONN_DIAL_ID=" in x and refused.addr in x][0]
         self.assertRegex(raw, r'^time=%s level=info msg="Dial to \'%s\' through agent \'node1\' failed: dial tcp %s: '
                               r'connect: connection refused" KONN_AGENT_ID=node1 KONN_DEST=%s KONN_DIAL_ID=\d+ '
-                              r'MESSAGE_ID=%s$' % (TIME_ISO, re.escape(refused.addr), re.escape(refused.addr),
+                              r'KONN_ROUTE=agent MESSAGE_ID=%s$' % (TIME_ISO, re.escape(refused.addr), re.escape(refused.addr),
                                                    re.escape(refused.addr), kt.MSG_DIAL_FAILED))
 
     def test_journal_fields(self):

@@ -232,7 +232,9 @@ def parse_log_line(raw):
 
 
 def parse_log(text):
-    return [ll for ll in (parse_log_line(x) for x in text.splitlines()) if ll]
+    """Every "<N>message KEY=value" line, and every logfmt line (what a daemon logs before its configuration, and
+    with it --log-target, is applied) as the same LogLine."""
+    return [ll for ll in (parse_log_line(x) or _logfmt_logline(x) for x in text.splitlines()) if ll]
 
 
 # Log lines in logfmt (--log-target=logfmt, and "auto" when stderr is neither a terminal nor the journal):
@@ -271,6 +273,15 @@ def parse_logfmt_line(raw):
         pairs.append((m.group(1), _logfmt_unquote(m.group(2))))
         pos = m.end()
     return pairs if pairs and pos == len(raw) else None
+
+
+def _logfmt_logline(raw):
+    pairs = parse_logfmt_line(raw)
+    d = dict(pairs or [])
+    if not pairs or pairs[0][0] != "time" or d.get("level") not in LEVELS or "msg" not in d:
+        return None
+    fields = {k: v for k, v in pairs[3:] if k == "MESSAGE_ID" or k.startswith("KONN_")}
+    return LogLine(LEVELS.index(d["level"]), d["msg"], fields, raw)
 
 
 def logfmt_to_prefixed(text):
