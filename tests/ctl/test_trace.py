@@ -123,14 +123,19 @@ class Trace(ctltest.CtlTestCase):
             {"event": "failed", "dial_id": d2, "connect_id": 0, "agent": "node1", "destination": refused.addr,
              "reason": reason}])
 
-        # The agent's view of the same tunnels.
+        # The agent's view of the same tunnels: each tunnel's events in order (the first tunnel's close reaches the
+        # agent asynchronously, so it may come after the second dial).
         aev = [json.loads(x) for x in ta.wait_lines(5, 10)]
-        self.assertEqual([(e["event"], e["dial_id"], e["connect_id"], e["server"], e["destination"]) for e in aev],
-                         [("dial", d1, 0, "srv1", echo.addr), ("established", d1, 1, "srv1", echo.addr),
-                          ("closed", d1, 1, "srv1", echo.addr), ("dial", d2, 0, "srv1", refused.addr),
-                          ("failed", d2, 0, "srv1", refused.addr)])
-        self.assertEqual((aev[2]["bytes_to_destination"], aev[2]["bytes_from_destination"]), (5, 5))
-        self.assertEqual(aev[4]["reason"], reason)
+        per = {}
+        for e in aev:
+            per.setdefault(e["dial_id"], []).append((e["event"], e["connect_id"], e["server"], e["destination"]))
+        self.assertEqual(per, {d1: [("dial", 0, "srv1", echo.addr), ("established", 1, "srv1", echo.addr),
+                                    ("closed", 1, "srv1", echo.addr)],
+                               d2: [("dial", 0, "srv1", refused.addr), ("failed", 0, "srv1", refused.addr)]})
+        closed = [e for e in aev if e["event"] == "closed"][0]
+        self.assertEqual((closed["bytes_to_destination"], closed["bytes_from_destination"]), (5, 5))
+        self.assertEqual([e for e in aev if e["event"] == "failed"][0]["reason"], reason)
+        self.assertEqual([e["seq"] for e in aev], sorted(e["seq"] for e in aev))
 
         # The table form (over the admin TCP port): a header, then one line per event.
         lines = tt.wait_lines(6, 10)
