@@ -25,7 +25,7 @@ mirror=${KONN_TEST_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 # systemd as PID 1 (+dbus for systemd-analyze security and busctl), konn's shared libraries, and python3 for
 # the test client/target run inside the container. Keep this list in step with debian/control's Depends.
-include=systemd,systemd-sysv,dbus,procps,libsystemd0,libssl3,libnghttp2-14,libconfig9,python3-minimal,openssl
+include=systemd,systemd-sysv,dbus,procps,libsystemd0,libssl3,libnghttp2-14,libconfig9,libcurl4,libyaml-0-2,libjson-c5,python3-minimal,openssl
 if [ "$flavor" = selinux ]; then
         include="$include,linux-image-amd64,selinux-policy-default,policycoreutils,selinux-utils"
 fi
