@@ -470,8 +470,6 @@ static int load_direct_cidrs(Manager *m, const ServerConfig *c) {
         if (n < 0)
                 return log_error_errno(n, "--direct-cidrs: %s", why ?: "out of memory");
         free(m->direct_cidrs);
-        named_addr_list_free(m->reverse_dests, m->n_reverse_dests);
-        m->resolver = resolver_free(m->resolver);
         m->direct_cidrs = l;
         m->n_direct_cidrs = (size_t) n;
         if (n > 0)
@@ -746,6 +744,8 @@ Manager *manager_free(Manager *m) {
         SSL_CTX_free(m->frontend_ctx);
         idmap_free(m->pending);
         free(m->direct_cidrs);
+        named_addr_list_free(m->reverse_dests, m->n_reverse_dests);
+        m->resolver = resolver_free(m->resolver); /* after the reverse streams: they may hold lookups */
         if (m->config) {
                 server_config_done(m->config);
                 free(m->config);

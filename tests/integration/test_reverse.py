@@ -17,6 +17,8 @@ The upstream-protocol server case (python3-grpcio fake server) is in tests/confo
 
 import json
 import os
+import re
+import signal
 import socket
 import threading
 import time
@@ -276,6 +278,36 @@ class Reverse(konntest.KonnTestCase):
         agent.wait_for(r"^Reverse connection 1 from .* closed \(closed by client\)\.$", timeout=10,
                        MESSAGE_ID=konntest.MSG_TUNNEL_CLOSED, KONN_DIRECTION="reverse")
         self.wait_until(lambda: http_json(admin, "/tunnels") == [], 10, "the reverse connection to go")
+
+    def test_reload_changing_direct_cidrs_keeps_reverse_destinations(self):
+        """Regression: a reload that changed --direct-cidrs freed the reverse allow-list (leaving the server pointing
+        at freed memory) and the resolver. Reverse connections must keep working across such a reload, also to a
+        destination given by name (resolved by the server)."""
+        echo = self.track(konntest.EchoServer())
+        lst = self.listener()
+        conf = os.path.join(self.dir, "server.conf")
+        with open(conf, "w") as f:
+            f.write('direct-cidrs = "192.0.2.0/24";\n')
+        server, agent = self.start_reverse_pair({"api": "localhost:%d" % echo.port}, {"api": lst},
+                                                server_extra=["--config=" + conf])
+        before = self.reverse_client(lst, timeout=30)
+        before.send(b"before\n")
+        self.assertEqual(before.recv_exact(7), b"before\n")
+        for cidrs in ("198.51.100.0/24", "203.0.113.0/24,2001:db8::/32"):
+            since = server.mark()
+            with open(conf, "w") as f:
+                f.write('direct-cidrs = "%s";\n' % cidrs)
+            os.kill(server.proc.pid, signal.SIGHUP)
+            server.wait_for(r"^Direct route: dials to %s " % re.escape(cidrs), since=since, timeout=10)
+            server.wait_for(r"^Configuration reloaded", since=since, timeout=10)
+            for i in range(3):
+                c = self.reverse_client(lst, timeout=30)
+                c.send(b"after-%d\n" % i)
+                self.assertEqual(c.recv_exact(8), b"after-%d\n" % i)
+                c.close()
+        before.send(b"still\n")
+        self.assertEqual(before.recv_exact(6), b"still\n")
+        self.assertTrue(server.alive() and agent.alive())
 
     def test_config_errors(self):
         import subprocess
