@@ -216,6 +216,11 @@ static int backend_activate(Backend *b, GrpcCall *call) {
         char count[24];
         int r;
 
+        /* A token-authenticated agent is known by its ServiceAccount from here on: the review (or the cache of
+         * reviews) has just shown that the token belongs to exactly this one. */
+        if (server_config_token_auth(m->config))
+                (void) snprintf(b->peer, sizeof(b->peer), "system:serviceaccount:%s:%s", m->config->agent_namespace,
+                                m->config->agent_service_account);
         (void) snprintf(count, sizeof(count), "%" PRIi64, m->config->server_count);
         server_count_metadata[0] = "serverid";
         server_count_metadata[1] = m->config->server_id;

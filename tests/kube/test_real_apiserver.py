@@ -88,7 +88,7 @@ class TestRealAPIServer(kt.KonnTestCase):
                              extra=["--service-account-token-path=" + self.token_file("good.token", good)])
         echo = self.track(kt.EchoServer())
         self.assert_echo(self.open_tunnel(echo.addr), b"reviewed by the real kube-apiserver")
-        s.wait_for(r"^Agent 'node1' connected \(token, .*token reviewed\)\.$")
+        s.wait_for(r"^Agent 'node1' connected \(system:serviceaccount:[^,]+, .*token reviewed\)\.$")
         # wrong audience: the API server refuses the review
         wrong_aud = self.api.create_token(AGENT_SA, NS, "some-other-audience")
         b = self.start_agent(agent_id="wrong-aud", server=s, cert_name=None, wait=False,

@@ -8,6 +8,7 @@ says why) while connected agents keep tunnelling; a slow API server does not hol
 agent reads its token file afresh on every connection (rotation); reviews are cached but never past the token's
 exp; --check-config and reload cover the kubeconfig."""
 
+import json
 import os
 import signal
 import subprocess
@@ -84,11 +85,20 @@ class TokenAuthTestCase(kt.KonnTestCase):
 class TestTokenAuth(TokenAuthTestCase):
 
     def test_good_token(self):
-        s = self.start_auth_server()
+        admin_port = kt.free_port()
+        s = self.start_auth_server(extra=["--admin-port=%d" % admin_port, "--admin-bind-address=127.0.0.1"])
         a = self.start_token_agent("node1", "good", s)
         c = self.open_tunnel(self.echo.addr)
         self.assert_echo(c, b"through a token-authenticated agent")
-        s.wait_for(r"^Agent 'node1' connected \(token, identifiers '', one stream per tunnel, token reviewed\)\.$")
+        ll = s.wait_for(r"^Agent 'node1' connected \(system:serviceaccount:%s:%s, identifiers '', one stream per "
+                        r"tunnel, token reviewed\)\.$" % (NS, SA))
+        self.assertEqual(ll.fields["KONN_PEER"], "system:serviceaccount:%s:%s" % (NS, SA))
+        # The admin interface (and so `konnctl agents`) names the ServiceAccount as the agent's subject.
+        rc, out, err = self.konnctl("-H", "127.0.0.1:%d" % admin_port, "-o", "json", "agents")
+        self.assertEqual(rc, 0, err)
+        agents = json.loads(out)["agents"]
+        self.assertEqual([(x["id"], x["subject"]) for x in agents],
+                         [("node1", "system:serviceaccount:%s:%s" % (NS, SA))])
         reviews = self.api.reviews()
         self.assertGreaterEqual(len(reviews), 1)
         self.assertEqual(reviews[0], {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
