@@ -269,6 +269,17 @@ class Konnctl(ctltest.CtlTestCase):
         # The echo target saw the probes' connections come and go.
         self.assertEqual(len(echo.wait_conns(2)), 2)
 
+    def test_probe_timeout(self):
+        """A dial that hangs (a target whose accept queue is full) outlasts --timeout: exit 7, and the reason."""
+        hole = self.track(kt.Blackhole())
+        if not hole.works:
+            self.skipTest("this kernel completes connect() to a listener with a full accept queue")
+        t0 = time.monotonic()
+        rc, out, err = self.konnctl("-H", self.server_sock, "probe", "--frontend", self.sock_path, "--timeout", "1",
+                                    hole.addr, check_rc=7)
+        self.assertEqual((out, err), ("", "konnctl: no answer from the frontend within 1.0 s\n"))
+        self.assertGreaterEqual(time.monotonic() - t0, 1.0)
+
     def test_probe_no_agent_and_tcp_frontend(self):
         lone_admin = os.path.join(self.dir, "lone.sock")
         lone = self.start_server(server_id="lone", name="lone", tcp=True, extra=("--admin-socket=" + lone_admin,))
