@@ -114,9 +114,9 @@ const ConfKey agent_config_table[] = {
         INT("connection-window-size", connection_window_size, 65535, INT32_MAX, "16777216",
             "HTTP/2 receive window of each server connection, in bytes: what one server may have in flight "
             "towards this agent"),
-        INT("max-window-size", max_window_size, 0, INT32_MAX, "16777216",
+        INT("max-window-size", max_window_size, 0, INT32_MAX, "0",
             "Upper bound in bytes to which both windows grow when a round trip carries more than 2/3 of the stream "
-            "window (bandwidth-delay product estimation, as grpc-go; 0: fixed windows)"),
+            "window (bandwidth-delay product estimation, as grpc-go; 0, the default: fixed windows; experimental)"),
         INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "131072",
             "Largest read from a destination and so the largest DATA message sent to servers, in bytes"),
         { .name = "log-level", .type = CONF_LOG_LEVEL, .offset = OFF(log_level),

@@ -128,9 +128,9 @@ const ConfKey server_config_table[] = {
         INT("connection-window-size", connection_window_size, 65535, INT32_MAX, "67108864",
             "HTTP/2 receive window of each agent or frontend connection, in bytes: what one connection may have "
             "in flight towards this server"),
-        INT("max-window-size", max_window_size, 0, INT32_MAX, "16777216",
+        INT("max-window-size", max_window_size, 0, INT32_MAX, "0",
             "Upper bound in bytes to which both windows grow when a round trip carries more than 2/3 of the stream "
-            "window (bandwidth-delay product estimation, as grpc-go; 0: fixed windows)"),
+            "window (bandwidth-delay product estimation, as grpc-go; 0, the default: fixed windows; experimental)"),
         INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "131072",
             "Largest read from a CONNECT client and so the largest DATA message sent to agents, in bytes"),
         STRING("reverse-destinations", reverse_destinations, NULL,
