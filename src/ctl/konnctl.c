@@ -181,14 +181,23 @@ static int get_list(const char *want, const char *path, const char *key, json_ob
         return 0;
 }
 
-static int cmd_agents(void) {
-        static const char *const headers[] = { "AGENT", "IDENTIFIERS", "ADDRESS", "SUBJECT", "CONNECTED", "DRAINING",
-                                               "TUNNELS", "PENDING", "TO-DEST", "FROM-DEST", NULL };
+/* The two byte counters every listing shows, formatted for a table. */
+static void format_byte_pair(json_object *o, char to[static 32], char from[static 32]) {
+        ctl_format_bytes((uint64_t) ctl_json_int(o, "bytes_to_destination"), to, 32);
+        ctl_format_bytes((uint64_t) ctl_json_int(o, "bytes_from_destination"), from, 32);
+}
+
+/* One table row per element of the list (ctl_table_add() copies the cells). */
+typedef void (*list_row_fn)(CtlTable *tab, json_object *row);
+
+/* GET path from daemon (see get_list()), then print the whole answer (-o json) or one table row per list entry. */
+static int cmd_list(const char *daemon, const char *path, const char *key, const char *const *headers,
+                    list_row_fn add_row) {
         json_object *o, *list;
         CtlTable *tab;
         int r;
 
-        r = get_list("konn-server", "/v1/agents", "agents", &o, &list);
+        r = get_list(daemon, path, key, &o, &list);
         if (r > 0)
                 return r;
         if (arg.json) {
@@ -197,59 +206,51 @@ static int cmd_agents(void) {
                 return 0;
         }
         tab = ctl_table_new(headers);
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-                json_object *a = json_object_array_get_idx(list, i);
-                char tun[24], pend[24], b1[32], b2[32], since[64];
-
-                (void) snprintf(tun, sizeof(tun), "%" PRId64, ctl_json_int(a, "tunnels"));
-                (void) snprintf(pend, sizeof(pend), "%" PRId64, ctl_json_int(a, "pending_dials"));
-                ctl_format_bytes((uint64_t) ctl_json_int(a, "bytes_to_destination"), b1, sizeof(b1));
-                ctl_format_bytes((uint64_t) ctl_json_int(a, "bytes_from_destination"), b2, sizeof(b2));
-                (void) snprintf(since, sizeof(since), "%s", ctl_json_str(a, "since"));
-                ctl_table_add(tab, (const char *const[]){
-                        ctl_json_str(a, "id"), ctl_json_str(a, "identifiers"), ctl_json_str(a, "address"),
-                        ctl_json_str(a, "subject"), since,
-                        ctl_json_bool(a, "draining") ? "yes" : (ctl_json_bool(a, "superseded") ? "superseded" : "no"),
-                        tun, pend, b1, b2 });
-        }
+        for (size_t i = 0; i < json_object_array_length(list); i++)
+                add_row(tab, json_object_array_get_idx(list, i));
         ctl_table_print(tab);
         ctl_table_free(tab);
         json_object_put(o);
         return 0;
 }
 
+static void agent_row(CtlTable *tab, json_object *a) {
+        char tun[24], pend[24], b1[32], b2[32], since[64];
+
+        (void) snprintf(tun, sizeof(tun), "%" PRId64, ctl_json_int(a, "tunnels"));
+        (void) snprintf(pend, sizeof(pend), "%" PRId64, ctl_json_int(a, "pending_dials"));
+        format_byte_pair(a, b1, b2);
+        (void) snprintf(since, sizeof(since), "%s", ctl_json_str(a, "since"));
+        ctl_table_add(tab, (const char *const[]){
+                ctl_json_str(a, "id"), ctl_json_str(a, "identifiers"), ctl_json_str(a, "address"),
+                ctl_json_str(a, "subject"), since,
+                ctl_json_bool(a, "draining") ? "yes" : (ctl_json_bool(a, "superseded") ? "superseded" : "no"),
+                tun, pend, b1, b2 });
+}
+
+static int cmd_agents(void) {
+        static const char *const headers[] = { "AGENT", "IDENTIFIERS", "ADDRESS", "SUBJECT", "CONNECTED", "DRAINING",
+                                               "TUNNELS", "PENDING", "TO-DEST", "FROM-DEST", NULL };
+
+        return cmd_list("konn-server", "/v1/agents", "agents", headers, agent_row);
+}
+
+static void server_row(CtlTable *tab, json_object *s) {
+        char tun[24], pend[24], b1[32], b2[32], addr[300];
+
+        (void) snprintf(tun, sizeof(tun), "%" PRId64, ctl_json_int(s, "tunnels"));
+        (void) snprintf(pend, sizeof(pend), "%" PRId64, ctl_json_int(s, "pending_dials"));
+        format_byte_pair(s, b1, b2);
+        (void) snprintf(addr, sizeof(addr), "%s", ctl_json_str(s, "address"));
+        ctl_table_add(tab, (const char *const[]){ ctl_json_str(s, "id"), addr, ctl_json_str(s, "state"),
+                                                  ctl_json_str(s, "since"), tun, pend, b1, b2 });
+}
+
 static int cmd_servers(void) {
         static const char *const headers[] = { "SERVER", "ADDRESS", "STATE", "CONNECTED", "TUNNELS", "PENDING",
                                                "TO-DEST", "FROM-DEST", NULL };
-        json_object *o, *list;
-        CtlTable *tab;
-        int r;
 
-        r = get_list("konn-agent", "/v1/servers", "servers", &o, &list);
-        if (r > 0)
-                return r;
-        if (arg.json) {
-                print_json(o);
-                json_object_put(o);
-                return 0;
-        }
-        tab = ctl_table_new(headers);
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-                json_object *s = json_object_array_get_idx(list, i);
-                char tun[24], pend[24], b1[32], b2[32], addr[300];
-
-                (void) snprintf(tun, sizeof(tun), "%" PRId64, ctl_json_int(s, "tunnels"));
-                (void) snprintf(pend, sizeof(pend), "%" PRId64, ctl_json_int(s, "pending_dials"));
-                ctl_format_bytes((uint64_t) ctl_json_int(s, "bytes_to_destination"), b1, sizeof(b1));
-                ctl_format_bytes((uint64_t) ctl_json_int(s, "bytes_from_destination"), b2, sizeof(b2));
-                (void) snprintf(addr, sizeof(addr), "%s", ctl_json_str(s, "address"));
-                ctl_table_add(tab, (const char *const[]){ ctl_json_str(s, "id"), addr, ctl_json_str(s, "state"),
-                                                          ctl_json_str(s, "since"), tun, pend, b1, b2 });
-        }
-        ctl_table_print(tab);
-        ctl_table_free(tab);
-        json_object_put(o);
-        return 0;
+        return cmd_list("konn-agent", "/v1/servers", "servers", headers, server_row);
 }
 
 static int cmd_tunnels(void) {
@@ -282,8 +283,7 @@ static int cmd_tunnels(void) {
                 (void) snprintf(cid, sizeof(cid), "%" PRId64, ctl_json_int(t, "connect_id"));
                 (void) snprintf(did, sizeof(did), "%" PRId64, ctl_json_int(t, "dial_id"));
                 ctl_format_duration(ctl_json_double(t, "age_seconds"), age, sizeof(age));
-                ctl_format_bytes((uint64_t) ctl_json_int(t, "bytes_to_destination"), b1, sizeof(b1));
-                ctl_format_bytes((uint64_t) ctl_json_int(t, "bytes_from_destination"), b2, sizeof(b2));
+                format_byte_pair(t, b1, b2);
                 if (on_server)
                         ctl_table_add(tab, (const char *const[]){ strcmp(cid, "0") ? cid : "-", did,
                                                                   ctl_json_str(t, "destination"), ctl_json_str(t, "agent"),
