@@ -4,6 +4,6 @@
 set -eu
 b=${KONN_BUILDDIR:-.}
 s=${KONN_SRCDIR:-.}
-for t in packet grpc connect conf http kubeconfig server-agent server-grpc server-connect agent-conn; do
+for t in packet grpc grpc-stream data-head connect conf http kubeconfig server-agent server-grpc server-connect agent-conn; do
         "$b/tests/fuzz/fuzz-$t" "$s/tests/fuzz/corpus/$t"
 done

@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
         esac
         shift
 done
-[ $# -gt 0 ] || set -- packet grpc connect conf http kubeconfig server-agent server-grpc server-connect agent-conn
+[ $# -gt 0 ] || set -- packet grpc grpc-stream data-head connect conf http kubeconfig server-agent server-grpc server-connect agent-conn
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/konn-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 
