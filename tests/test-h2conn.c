@@ -2,7 +2,8 @@
 /*
  * Tests for h2conn: a client and a server H2Conn over a Unix socketpair (plain transport) on one sd-event loop.
  * Metadata both ways, packets both ways, trailers and status codes, UNIMPLEMENTED, backpressure through
- * withheld flow-control credits, and cancelling a queued message without losing or reordering bytes.
+ * withheld flow-control credits, and cancelling a queued message without losing or reordering bytes; stalled
+ * streams neither starve the others nor hold more than the connection buffer allows.
  */
 #include "config.h"
 
@@ -13,6 +14,8 @@
 #include "log.h"
 
 #define LOOP_MAX 20000
+#define UINT_TO_PTR(u) ((void *) (uintptr_t) (u))
+#define PTR_TO_UINT(p) ((unsigned) (uintptr_t) (p))
 
 typedef struct Fixture {
         sd_event *e;
@@ -38,6 +41,10 @@ typedef struct Fixture {
         char client_end_message[128];
         bool client_ended;
         int reject_status;    /* server rejects calls with this status when > 0 */
+        /* stall test: per-stream observations on the server, by slot */
+        GrpcCall *stall_calls[16];
+        size_t stall_got[16], stall_retained[16];
+        bool stall_retain[16];
 } Fixture;
 
 static Fixture *F;
@@ -79,12 +86,40 @@ static void s_on_end(GrpcCall *call, int status, const char *message, void *user
 
 static const GrpcCallHandler s_handler = { .on_packet = s_on_packet, .on_end = s_on_end };
 
+/* One server stream of the stall test: counts its DATA and keeps the credits while its slot says so. */
+static int stall_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
+        unsigned i = PTR_TO_UINT(userdata);
+
+        if (p->type != PACKET_DATA)
+                return 0;
+        F->stall_got[i] += p->data.data_len;
+        if (!F->stall_retain[i])
+                return 0;
+        F->stall_retained[i] += p->data.data_len;
+        return (int) p->data.data_len;
+}
+
+static void stall_on_end(GrpcCall *call, int status, const char *message, void *userdata) {
+        F->stall_calls[PTR_TO_UINT(userdata)] = NULL;
+}
+
+static const GrpcCallHandler stall_handler = { .on_packet = stall_on_packet, .on_end = stall_on_end };
+
 static int s_on_call(H2Conn *c, GrpcCall *call, const char **ret_message, void *userdata) {
         const char *md[] = { "serverid", "srv-7", "servercount", "3", NULL };
 
         if (F->reject_status > 0) {
                 *ret_message = "go away";
                 return F->reject_status;
+        }
+        if (streq_ptr(grpc_call_path(call), "/test/Stall")) {
+                const char *slot = grpc_call_header(call, "slot", 0);
+                unsigned i = slot ? (unsigned) atoi(slot) : 0;
+
+                ck_assert_uint_lt(i, ELEMENTSOF(F->stall_calls));
+                ck_assert_int_eq(grpc_call_accept(call, NULL, &stall_handler, UINT_TO_PTR(i)), 0);
+                F->stall_calls[i] = call;
+                return 0;
         }
         if (!streq_ptr(grpc_call_path(call), "/AgentService/Connect"))
                 return GRPC_STATUS_UNIMPLEMENTED;
@@ -278,6 +313,102 @@ START_TEST(test_peer_gone_ends_calls) {
 }
 END_TEST
 
+/* Small windows so that a few stalled streams could exhaust the connection window. */
+#define STALL_STREAM_WINDOW (64u * 1024)
+#define STALL_CONN_WINDOW (256u * 1024)
+
+static void setup_stall(uint64_t held_max) {
+        H2ConnSettings st = { .stream_window = STALL_STREAM_WINDOW, .connection_window = STALL_CONN_WINDOW,
+                              .held_max = held_max };
+        int sv[2];
+        Transport ct, tt;
+
+        F = calloc(1, sizeof(Fixture));
+        ck_assert_ptr_nonnull(F);
+        ck_assert_int_eq(sd_event_new(&F->e), 0);
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+        transport_init(&ct, sv[0], NULL);
+        transport_init(&tt, sv[1], NULL);
+        ck_assert_int_eq(h2conn_new(F->e, &tt, true, &st, &server_conn_handler, NULL, &F->server), 0);
+        ck_assert_int_eq(h2conn_new(F->e, &ct, false, NULL, &client_conn_handler, NULL, &F->client), 0);
+        spin(&F->ready);
+}
+
+static GrpcCall *stall_call(unsigned slot, bool retain, size_t bytes) {
+        static uint8_t chunk[32 * 1024];
+        char num[8];
+        const char *md[] = { "slot", num, NULL };
+        GrpcCall *call;
+
+        (void) snprintf(num, sizeof(num), "%u", slot);
+        F->stall_retain[slot] = retain;
+        ck_assert_int_eq(grpc_call_start(F->client, "/test/Stall", "localhost", (char *const *) md, &c_handler, NULL,
+                                         &call), 0);
+        for (size_t off = 0; off < bytes; off += sizeof(chunk))
+                ck_assert_int_eq(grpc_call_send_data_copy(call, 1, chunk, MIN(sizeof(chunk), bytes - off)), 0);
+        return call;
+}
+
+static size_t stall_total(unsigned n) {
+        size_t t = 0;
+
+        for (unsigned i = 0; i < n; i++)
+                t += F->stall_got[i];
+        return t;
+}
+
+START_TEST(test_stalled_streams_do_not_starve_others) {
+        /* Eight streams whose reader keeps every credit hold 8 x 64 KiB, twice the 256 KiB connection window; a
+         * ninth stream still moves 1 MiB, because connection credits come back on receipt. */
+        setup_stall(0);
+        for (unsigned i = 0; i < 8; i++)
+                (void) stall_call(i, true, 2 * STALL_STREAM_WINDOW);
+        spin_n(500);
+        for (unsigned i = 0; i < 8; i++) { /* its window (less the gRPC and packet framing), then stopped */
+                ck_assert_uint_le(F->stall_got[i], STALL_STREAM_WINDOW);
+                ck_assert_uint_gt(F->stall_got[i], STALL_STREAM_WINDOW - 1024);
+        }
+        (void) stall_call(8, false, 1024 * 1024);
+        for (unsigned i = 0; i < LOOP_MAX && F->stall_got[8] < 1024 * 1024; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100 * 1000), 0);
+        ck_assert_uint_eq(F->stall_got[8], 1024 * 1024);
+}
+END_TEST
+
+START_TEST(test_stalled_bytes_bounded_by_connection_buffer) {
+        /* With held_max 128 KiB, once the stalled streams hold more than that, connection credits wait too: what
+         * arrives stops at held_max + the connection window, and a fresh stream is throttled until the stalled
+         * ones drain. Then everything completes. */
+        const uint64_t held_max = 128 * 1024;
+        size_t before;
+
+        setup_stall(held_max);
+        for (unsigned i = 0; i < 8; i++)
+                (void) stall_call(i, true, 2 * STALL_STREAM_WINDOW);
+        (void) stall_call(8, false, 1024 * 1024);
+        spin_n(500);
+        before = stall_total(9);
+        ck_assert_uint_le(before, held_max + STALL_CONN_WINDOW);
+        ck_assert_uint_lt(F->stall_got[8], 1024 * 1024);
+        spin_n(200);
+        ck_assert_uint_eq(stall_total(9), before); /* stopped, not crawling */
+        /* The stalled readers take their bytes: the credits come back, and all of it arrives. */
+        for (unsigned i = 0; i < 8; i++)
+                F->stall_retain[i] = false;
+        for (unsigned i = 0; i < LOOP_MAX && stall_total(9) < 8 * 2 * STALL_STREAM_WINDOW + 1024 * 1024; i++) {
+                for (unsigned k = 0; k < 8; k++)
+                        if (F->stall_retained[k] > 0 && F->stall_calls[k]) {
+                                grpc_call_consume(F->stall_calls[k], F->stall_retained[k]);
+                                F->stall_retained[k] = 0;
+                        }
+                ck_assert_int_ge(sd_event_run(F->e, 100 * 1000), 0);
+        }
+        for (unsigned i = 0; i < 8; i++)
+                ck_assert_uint_eq(F->stall_got[i], 2 * STALL_STREAM_WINDOW);
+        ck_assert_uint_eq(F->stall_got[8], 1024 * 1024);
+}
+END_TEST
+
 START_TEST(test_features_list) {
         ck_assert(konn_features_has("tunnel-streams", "tunnel-streams"));
         ck_assert(konn_features_has("a, tunnel-streams ,b", "tunnel-streams"));
@@ -301,6 +432,12 @@ static Suite *h2conn_suite(void) {
         tcase_add_test(tc, test_backpressure_withheld_credits);
         tcase_add_test(tc, test_cancel_keeps_bytes);
         tcase_add_test(tc, test_peer_gone_ends_calls);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("stalled streams");
+        tcase_add_checked_fixture(tc, NULL, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_stalled_streams_do_not_starve_others);
+        tcase_add_test(tc, test_stalled_bytes_bounded_by_connection_buffer);
         suite_add_tcase(s, tc);
         tc = tcase_create("features");
         tcase_add_test(tc, test_features_list);

@@ -114,6 +114,8 @@ const ConfKey agent_config_table[] = {
         INT("connection-window-size", connection_window_size, 65535, INT32_MAX, "16777216",
             "HTTP/2 receive window of each server connection, in bytes: what one server may have in flight "
             "towards this agent"),
+        INT("connection-buffer-size", connection_buffer_size, 65536, INT64_C(1) << 40, "134217728",
+            "Bytes one server connection may leave with this agent for destinations that are not keeping up (stalled tunnels, whose stream credits are withheld); past it the connection's window stops reopening until they drain. Memory per connection is bounded by this plus the connection window"),
         INT("max-window-size", max_window_size, 0, INT32_MAX, "0",
             "Upper bound in bytes to which both windows grow when a round trip carries more than 2/3 of the stream "
             "window (bandwidth-delay product estimation, as grpc-go; 0, the default: fixed windows; experimental)"),

@@ -46,7 +46,7 @@ typedef struct AgentConfig {
         bool tunnel_streams;
         char *reverse_listen;   /* NAME=ADDRESS[,...] (checked by agent_config_validate()); NULL = none */
         uint64_t handshake_timeout_usec;
-        int64_t stream_window_size, connection_window_size, max_window_size, relay_chunk_size;
+        int64_t stream_window_size, connection_window_size, connection_buffer_size, max_window_size, relay_chunk_size;
         bool kubeconfig_allow_insecure;
         uint64_t kube_api_timeout_usec, lease_count_interval_usec;
         int64_t verbosity; /* klog --v */

@@ -369,7 +369,8 @@ static int start_tls(ServerConn *sc) {
                               .keepalive_usec = cfg->keepalive_time_usec,
                               .stream_window = (uint32_t) cfg->stream_window_size,
                               .connection_window = (uint32_t) cfg->connection_window_size,
-                              .window_max = (uint32_t) cfg->max_window_size };
+                              .window_max = (uint32_t) cfg->max_window_size,
+                              .held_max = (uint64_t) cfg->connection_buffer_size };
         TlsConn *tc = NULL;
         Transport t;
         int r;

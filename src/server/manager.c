@@ -98,6 +98,7 @@ static int link_new(Manager *m, int fd, bool frontend, const char *peer) {
                 .stream_window = (uint32_t) m->config->stream_window_size,
                 .connection_window = (uint32_t) m->config->connection_window_size,
                 .window_max = (uint32_t) m->config->max_window_size,
+                .held_max = (uint64_t) m->config->connection_buffer_size,
                 .keepalive_usec = frontend ? m->config->frontend_keepalive_time_usec : m->config->keepalive_time_usec,
         };
         TlsConn *tc = NULL;

@@ -128,6 +128,8 @@ const ConfKey server_config_table[] = {
         INT("connection-window-size", connection_window_size, 65535, INT32_MAX, "67108864",
             "HTTP/2 receive window of each agent or frontend connection, in bytes: what one connection may have "
             "in flight towards this server"),
+        INT("connection-buffer-size", connection_buffer_size, 65536, INT64_C(1) << 40, "134217728",
+            "Bytes one agent or frontend connection may leave with this server for readers that are not keeping up (stalled tunnels, whose stream credits are withheld); past it the connection's window stops reopening until they drain. Memory per connection is bounded by this plus the connection window"),
         INT("max-window-size", max_window_size, 0, INT32_MAX, "0",
             "Upper bound in bytes to which both windows grow when a round trip carries more than 2/3 of the stream "
             "window (bandwidth-delay product estimation, as grpc-go; 0, the default: fixed windows; experimental)"),

@@ -51,7 +51,7 @@ typedef struct ServerConfig {
         bool insecure_allow_unauthenticated_agents;
         uint64_t handshake_timeout_usec, header_timeout_usec;
         int64_t max_tunnels_per_agent;
-        int64_t stream_window_size, connection_window_size, max_window_size, relay_chunk_size;
+        int64_t stream_window_size, connection_window_size, connection_buffer_size, max_window_size, relay_chunk_size;
         char *reverse_destinations; /* NAME=HOST:PORT[,...] (checked by server_config_validate()); NULL = off */
         int64_t max_reverse_per_agent;
         char *direct_cidrs;         /* CIDR[,...] (checked by server_config_validate()); NULL = none */

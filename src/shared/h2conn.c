@@ -46,6 +46,7 @@ struct GrpcCall {
         GrpcReader reader;
         size_t unaccounted;  /* received bytes of a partial message: neither consumed nor retained yet */
         size_t cur_retained; /* retained by handlers while one chunk is processed */
+        uint64_t withheld;   /* received bytes whose stream credits have not come back (part of conn->held) */
         int64_t stream_connect_id; /* DATA message being streamed: its connect_id */
         bool stream_started;       /* ... and its first piece went to the owner */
 
@@ -84,6 +85,8 @@ struct H2Conn {
         uint64_t bdp_sample;
         uint64_t bdp_idle_bytes;   /* received since the last sample: a new one starts after stream_window / 4 */
         uint32_t stream_window, connection_window; /* current receive windows (they only grow) */
+        uint64_t held;          /* received bytes whose stream credits are withheld, all calls */
+        uint64_t conn_owed;     /* connection credits not returned yet (while held > settings.held_max) */
         const H2ConnHandler *handler;
         void *userdata;
 
@@ -288,6 +291,30 @@ size_t grpc_call_queued_bytes(const GrpcCall *call) {
         return call->q_bytes;
 }
 
+/* Connection credits: `add` bytes just arrived. They come back at once unless the bytes held for stalled readers
+ * exceed held_max; then as many stay owed as held exceeds it, and come back as held shrinks. */
+static void conn_credit(H2Conn *c, size_t add) {
+        uint64_t owed = c->conn_owed + add, over = c->held > c->settings.held_max ? c->held - c->settings.held_max : 0;
+        uint64_t keep = MIN(owed, over);
+
+        if (owed > keep && c->session)
+                (void) nghttp2_session_consume_connection(c->session, (size_t) (owed - keep));
+        c->conn_owed = keep;
+}
+
+/* Stream credits of n withheld bytes come back. */
+static void call_credit(GrpcCall *call, size_t n) {
+        H2Conn *c = call->conn;
+
+        n = (size_t) MIN((uint64_t) n, call->withheld);
+        if (n == 0)
+                return;
+        call->withheld -= n;
+        c->held -= n;
+        if (c->session)
+                (void) nghttp2_session_consume_stream(c->session, call->stream_id, n);
+}
+
 void grpc_call_consume(GrpcCall *call, size_t n) {
         H2Conn *c;
 
@@ -296,7 +323,8 @@ void grpc_call_consume(GrpcCall *call, size_t n) {
         c = call->conn;
         if (!c->session || c->state != H2_RUNNING)
                 return;
-        (void) nghttp2_session_consume(c->session, call->stream_id, n);
+        call_credit(call, n);
+        conn_credit(c, 0);
         h2conn_schedule(c);
 }
 
@@ -696,15 +724,22 @@ static void bdp_on_ack(H2Conn *c) {
 
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
                          void *userdata) {
+        H2Conn *c = userdata;
         GrpcCall *call = nghttp2_session_get_stream_user_data(s, stream_id);
         size_t held;
         int r;
 
-        bdp_on_data(userdata, len);
+        bdp_on_data(c, len);
+        /* Connection credits come back on receipt (conn_credit()); only the stream's wait for the bytes to leave.
+         * Were the connection's withheld too, a few stalled streams (readers that stopped reading) would exhaust
+         * the connection window and freeze every other tunnel on it. */
         if (!call || call->ignore_input) {
-                (void) nghttp2_session_consume(s, stream_id, len);
+                (void) nghttp2_session_consume_stream(s, stream_id, len);
+                conn_credit(c, len);
                 return 0;
         }
+        call->withheld += len;
+        c->held += len;
         call->unaccounted += len;
         call->cur_retained = 0;
         r = grpc_reader_feed_stream(&call->reader, data, len, &reader_callbacks, call);
@@ -724,16 +759,18 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
         }
         if (call->ignore_input) {
                 /* Everything not handed to an owner is given back. */
-                (void) nghttp2_session_consume(s, stream_id, call->unaccounted - MIN(call->unaccounted, call->cur_retained));
+                call_credit(call, call->unaccounted - MIN(call->unaccounted, call->cur_retained));
                 call->unaccounted = 0;
                 grpc_reader_done(&call->reader);
+                conn_credit(c, len);
                 return 0;
         }
         /* Bytes the reader still holds (a partial prefix, head or non-DATA message) keep their credits. */
         held = grpc_reader_held(&call->reader);
         assert(call->unaccounted >= call->cur_retained + held);
-        (void) nghttp2_session_consume(s, stream_id, call->unaccounted - call->cur_retained - held);
+        call_credit(call, call->unaccounted - call->cur_retained - held);
         call->unaccounted = held;
+        conn_credit(c, len);
         return 0;
 }
 
@@ -883,6 +920,10 @@ static GrpcCall *grpc_call_free(GrpcCall *call) {
                         free(m);
         }
         grpc_reader_done(&call->reader);
+        /* Its withheld bytes no longer count against the connection (nghttp2 forgets the stream's window). */
+        c->held -= call->withheld;
+        call->withheld = 0;
+        conn_credit(c, 0);
         LIST_REMOVE(calls, c->calls, call);
         c->n_calls--;
         call_drop_headers(call);
@@ -1350,6 +1391,8 @@ static int h2conn_start_session(H2Conn *c) {
         if (r != 0)
                 return -ENOMEM;
 
+        if (c->settings.held_max == 0)
+                c->settings.held_max = H2_DEFAULT_HELD_MAX;
         c->stream_window = c->settings.stream_window ?: H2_DEFAULT_STREAM_WINDOW;
         c->connection_window = c->settings.connection_window ?: H2_DEFAULT_CONNECTION_WINDOW;
         iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->stream_window };

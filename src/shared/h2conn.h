@@ -14,8 +14,12 @@
  *
  * Data path: received DATA is de-framed (grpc) and decoded (packet) in place; DATA payloads point into the input
  * buffer. A DATA message split over HTTP/2 frames is streamed: on_packet() sees it piece by piece as the frames
- * arrive (p->data.continued on all pieces but the first), so credits never wait for a whole message. A handler returns how many payload bytes it keeps unconsumed; those HTTP/2 flow-control credits are returned
- * later with grpc_call_consume() once the bytes reached their destination (backpressure). Outgoing messages are
+ * arrive (p->data.continued on all pieces but the first), so credits never wait for a whole message. A handler
+ * returns how many payload bytes it keeps unconsumed; those stream credits are returned later with
+ * grpc_call_consume() once the bytes reached their destination (backpressure). Connection credits come back as
+ * DATA arrives, so streams whose readers stopped cannot starve the others (as grpc-go does), until the bytes held
+ * for such streams pass settings.held_max: from then on connection credits wait too, so what one connection makes
+ * us hold stays below held_max plus the connection window. Outgoing messages are
  * queued per call (OutMsg, FIFO) and copied once into the connection's TLS output buffer, never before.
  * Called from the sd-event loop only.
  */
@@ -82,6 +86,9 @@ typedef struct H2ConnSettings {
         uint32_t connection_window;          /* 0 = default */
         uint32_t window_max;                 /* both windows grow with the measured bandwidth-delay product up to
                                               * this; 0 or <= stream_window: fixed windows */
+        uint64_t held_max;                   /* received bytes whose stream credits are withheld (stalled readers)
+                                              * up to which connection credits still come back on receipt;
+                                              * 0 = default */
         uint64_t handshake_timeout_usec;     /* 0 = none */
         uint64_t keepalive_usec;             /* PING interval; a PING not acknowledged by the next one kills the
                                               * connection. 0 = off */
@@ -89,6 +96,7 @@ typedef struct H2ConnSettings {
 
 #define H2_DEFAULT_STREAM_WINDOW (1U * 1024 * 1024)
 #define H2_DEFAULT_CONNECTION_WINDOW (16U * 1024 * 1024)
+#define H2_DEFAULT_HELD_MAX ((uint64_t) 128 * 1024 * 1024)
 
 /* Transport ownership passes to the H2Conn (also on failure). */
 int h2conn_new(sd_event *e, Transport *t, bool server, const H2ConnSettings *s, const H2ConnHandler *h,

@@ -6,11 +6,13 @@ name. Real daemons on loopback.
 
   * 64 MiB each way byte-exact (sha256), TCP and Unix socket listeners;
   * 200 concurrent connections, each echoing its own tag;
-  * a reader that stops reading stalls only its own connection (one HTTP/2 stream each);
+  * a reader that stops reading stalls only its own connection (one HTTP/2 stream each), and so do 24 of them,
+    more than the connection window holds stream windows (connection credits come back on receipt), also with
+    windows grown by the BDP estimator;
   * a name not on the server's allow-list: that connection is closed, one log line on each side;
   * the per-agent limit, and a destination that refuses: closed, one line each side;
   * a server without the feature: the agent refuses and logs once;
-  * agent or server killed mid-transfer: every affected connection is closed at once;
+  * agent or server killed mid-transfer: every affected connection is closed at once (also with growing windows);
   * /tunnels, /agents, metrics and journal fields show the direction.
 The upstream-protocol server case (python3-grpcio fake server) is in tests/conformance/test_fake_server.py.
 """
@@ -140,6 +142,57 @@ class Reverse(konntest.KonnTestCase):
         stalled.settimeout(T(10))
         self.assertGreater(len(stalled.sock.recv(65536)), 0)
 
+    def stalled_readers_leave_others_flowing(self, n, extra=()):
+        source = self.track(konntest.SourceServer(None, seed=6))  # streams forever
+        echo = self.track(konntest.EchoServer())
+        slow, fast = self.listener(), self.listener()
+        self.start_reverse_pair({"stream": source.addr, "echo": echo.addr}, {"stream": slow, "echo": fast},
+                                server_extra=extra, agent_extra=extra)
+        stalled = [self.reverse_client(slow) for _ in range(n)]
+        for c in stalled:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        recs = source.wait_conns(n)
+        last = [None]
+
+        def all_blocked():
+            now = [r.sent for r in recs]
+            if all(now) and now == last[0]:
+                return True
+            last[0] = now
+            time.sleep(0.5)
+            return False
+        self.wait_until(all_blocked, 90, "every stalled connection's source to block")
+        # Between them the stalled streams hold more than the agent's connection window (16 MiB) ...
+        self.assertGreater(sum(r.sent for r in recs), 16 * MIB)
+        # ... and a connection of the same agent still flows: 4 MiB echoed byte-exact.
+        c = self.reverse_client(fast, timeout=60)
+        data = konntest.Pattern(4 * MIB, seed=10).bytes()
+        got = bytearray()
+
+        def reader():
+            while len(got) < len(data):
+                b = c.sock.recv(256 * 1024)
+                if not b:
+                    break
+                got.extend(b)
+        r = konntest.Bg(reader)
+        r.start()
+        c.send(data)
+        r.join_result(60)
+        self.assertEqual(bytes(got), data)
+        # Every stalled connection still works when read.
+        for s in stalled:
+            s.settimeout(T(10))
+            self.assertGreater(len(s.sock.recv(65536)), 0)
+
+    def test_many_stalled_readers_do_not_freeze_the_agent(self):
+        # 24 readers that stopped, each holding a full 1 MiB stream window: more than the 16 MiB connection window.
+        self.stalled_readers_leave_others_flowing(24)
+
+    def test_stalled_readers_with_growing_windows(self):
+        # With the BDP estimator on, three or four stalled streams whose windows grew would be enough.
+        self.stalled_readers_leave_others_flowing(6, extra=["--max-window-size=16777216"])
+
     def test_name_not_allowed_is_refused_with_one_line_each_side(self):
         echo = self.track(konntest.EchoServer())
         ok, secret = self.listener(), self.listener()
@@ -198,10 +251,11 @@ class Reverse(konntest.KonnTestCase):
         # No stream was ever opened on the server.
         self.assertEqual(server.find("everse"), [])
 
-    def kill_mid_transfer(self, kill_agent):
+    def kill_mid_transfer(self, kill_agent, extra=()):
         source = self.track(konntest.SourceServer(None, seed=3))
         lst = self.listener()
-        server, agent = self.start_reverse_pair({"src": source.addr}, {"src": lst})
+        server, agent = self.start_reverse_pair({"src": source.addr}, {"src": lst}, server_extra=extra,
+                                                agent_extra=extra)
         clients = [self.reverse_client(lst, timeout=30) for _ in range(5)]
         for c in clients:
             self.assertGreater(len(c.sock.recv(65536)), 0)
@@ -237,6 +291,14 @@ class Reverse(konntest.KonnTestCase):
         took = self.kill_mid_transfer(kill_agent=False)
         self.daemons = [d for d in self.daemons if d.alive()]
         print("[local clients closed %.3f s after SIGKILL of the server]" % took)
+
+    def test_killed_mid_transfer_with_growing_windows(self):
+        # Regression: with --max-window-size the grown windows of three streams used to exhaust the connection
+        # window, and a fourth or fifth stream never got its first byte (the clients below wait for one each).
+        for kill_agent in (True, False, True):
+            took = self.kill_mid_transfer(kill_agent=kill_agent, extra=["--max-window-size=16777216"])
+            self.daemons = [d for d in self.daemons if d.alive()]
+            print("[%s killed: closed after %.3f s]" % ("agent" if kill_agent else "server", took))
 
     def test_admin_metrics_and_journal_show_the_direction(self):
         echo = self.track(konntest.EchoServer())
