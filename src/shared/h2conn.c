@@ -78,6 +78,7 @@ struct H2Conn {
         sd_event_source *io, *timer, *defer, *keepalive;
         bool ping_outstanding;
         bool goaway_seen;       /* the peer's first GOAWAY was handed to on_goaway */
+        bool goaway_pending;    /* h2conn_close() from inside nghttp2: GOAWAY submitted once nghttp2 returned */
 
         /* BDP estimation: one PING at a time, sent with the first DATA received while none is out; the DATA bytes
          * received until its ACK are what one round trip carried. */
@@ -1275,6 +1276,12 @@ static void h2conn_finalize(H2Conn *c) {
         int error = c->close_error;
         _cleanup_free_ char *reason = TAKE_PTR(c->close_reason);
 
+        if (c->goaway_pending && c->session) {
+                /* Best effort: the socket may well be full or gone. */
+                c->goaway_pending = false;
+                if (nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR) == 0)
+                        (void) h2conn_pump_out(c);
+        }
         /* Every call still carrying an owner learns first, then the connection's owner. */
         for (GrpcCall *call = c->calls; call; call = call->calls_next)
                 if (call->handler)
@@ -1318,12 +1325,18 @@ void h2conn_close(H2Conn *c, int error, const char *reason) {
         if (!c || c->state == H2_CLOSING)
                 return;
         if (c->session && c->state == H2_RUNNING) {
-                (void) nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
-                /* From inside an nghttp2 callback (an owner's on_end), sending now would re-enter nghttp2: the
-                 * frame being sent would be processed twice and its stream closed (and its call freed) twice.
-                 * The running nghttp2_session_send() picks up the GOAWAY instead. */
-                if (!c->in_nghttp2)
+                /* From inside an nghttp2 callback (an owner's on_end or on_headers) nghttp2 is not touched: sending
+                 * would re-enter it (the frame being sent would be processed twice and its stream closed, and its
+                 * call freed, twice), and a terminate from inside nghttp2_session_mem_recv() is undone when the
+                 * frame being received completes, after which a malformed frame in the same read trips nghttp2's
+                 * assertion in its frame-size error path (found by fuzz-agent-conn). The GOAWAY goes out from
+                 * h2conn_finalize() instead, on the loop. */
+                if (c->in_nghttp2)
+                        c->goaway_pending = true;
+                else {
+                        (void) nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
                         (void) h2conn_pump_out(c);
+                }
         }
         h2conn_fail(c, error, reason);
 }
