@@ -390,6 +390,37 @@ START_TEST(test_tcp_listen_wildcard) {
 }
 END_TEST
 
+START_TEST(test_tcp_connect_local_completes_at_once) {
+        /* Loopback handshakes complete inside connect(): sock_connect_start() notices (one zero-timeout poll()) and
+         * reports the connection as established, so the caller skips a loop iteration. Twenty tries, at least
+         * one immediate (a loaded machine may defer the handshake's softirq now and then), and every connection,
+         * immediate or not, ends up established. */
+        _cleanup_close_ int lfd = sock_listen_tcp("127.0.0.1", 0);
+        unsigned immediate = 0;
+        SockAddr a = {};
+        socklen_t l;
+
+        ck_assert_int_ge(lfd, 0);
+        ck_assert_int_eq(sock_parse_numeric("127.0.0.1", local_port(lfd), &a, &l), 0);
+        for (unsigned i = 0; i < 20; i++) {
+                _cleanup_close_ int cfd = -EBADF, afd = -EBADF;
+                bool in_progress = true;
+
+                cfd = sock_connect_start(&a, l, &in_progress);
+                ck_assert_int_ge(cfd, 0);
+                if (!in_progress)
+                        immediate++;
+                else
+                        wait_fd(cfd, POLLOUT);
+                ck_assert_int_eq(sock_connect_result(cfd), 0);
+                wait_fd(lfd, POLLIN);
+                afd = sock_accept(lfd, NULL, NULL);
+                ck_assert_int_ge(afd, 0);
+        }
+        ck_assert_uint_ge(immediate, 1);
+}
+END_TEST
+
 START_TEST(test_tcp_listen_addresses) {
         _cleanup_close_ int fd = -EBADF, fd2 = -EBADF;
         SockAddr a = {};
@@ -667,6 +698,7 @@ static Suite *sock_suite(void) {
         tc = tcase_create("tcp");
         tcase_add_test(tc, test_tcp_listen_connect_accept);
         tcase_add_test(tc, test_tcp_connect_refused);
+        tcase_add_test(tc, test_tcp_connect_local_completes_at_once);
         tcase_add_test(tc, test_tcp_listen_wildcard);
         tcase_add_test(tc, test_tcp_listen_addresses);
         suite_add_tcase(s, tc);

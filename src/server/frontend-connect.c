@@ -381,5 +381,9 @@ int connect_tunnel_new(Manager *m, int fd, bool tls, const char *peer) {
                 tunnel_free(t);
                 return r;
         }
+        /* A plain client has usually sent its CONNECT line by the time it is accepted: read it now rather than
+         * one loop iteration later (on_io may free t; EAGAIN just leaves the io source waiting). */
+        if (!tls)
+                (void) on_io(t->io, t->t.fd, EPOLLIN, t);
         return 0;
 }

@@ -57,7 +57,8 @@ int sock_listen_tcp(const char *host, uint16_t port);
 int sock_listen_unix(const char *path, mode_t mode, bool delete_existing);
 
 /* Start a non-blocking stream connect to `a`. Returns the fd; *ret_in_progress (may be NULL) is true
- * on EINPROGRESS (wait for EPOLLOUT, then call sock_connect_result()), false if connected already.
+ * when the connect is still under way (wait for EPOLLOUT, then call sock_connect_result()), false if it
+ * completed already (checked once with a zero-timeout poll(): local destinations usually have).
  * On failure returns a negative errno and no fd is left open. */
 int sock_connect_start(const SockAddr *a, socklen_t len, bool *ret_in_progress);
 
