@@ -9,8 +9,8 @@
 #   1. builds konn-server, konn-agent and konn-bench unless --no-build (konn-bench goes through
 #      "make bench/konn-bench" when the Makefile knows it, else it is compiled into the temp dir);
 #   2. raises the open-file limit to 65536 for the daemons and konn-bench (10 000 idle tunnels need
-#      10 000 descriptors in each of them); if the hard limit is lower it is used when it still covers
-#      the idle-tunnel counts, else the script stops and says so;
+#      10 000 descriptors in each daemon and 20 000 in konn-bench, which holds both ends); if the hard limit
+#      is lower it is used when it still covers the idle-tunnel counts, else the script stops and says so;
 #   3. generates a test PKI with tests/gen-certs.sh into a temp dir;
 #   4. starts the konn-to-konn pair (konn-server in http-connect mode on a Unix socket, agent port picked
 #      at random in 20000..32767 and retried if taken; health/admin listeners off; konn-agent a1) and,
@@ -108,12 +108,13 @@ if ! ulimit -n "$want_fds" 2>/dev/null; then
                         case $n in
                         ''|*[!0-9]*) say "invalid --idle-tunnels='$idle'"; exit 2 ;;
                         esac
-                        [ $((n + 512)) -le $need ] || need=$((n + 512))
+                        # konn-bench holds both ends of every tunnel (the client and the target side).
+                        [ $((2 * n + 512)) -le $need ] || need=$((2 * n + 512))
                 done
         fi
         if [ "$hard" != unlimited ] && [ "$hard" -lt "$need" ]; then
                 say "cannot raise the open-file limit to $want_fds: the hard limit is $hard, and the idle-tunnel"
-                say "scenario needs $need descriptors in each of konn-server, konn-agent and konn-bench."
+                say "scenario needs $need descriptors in konn-bench (both ends of every tunnel; each daemon needs half)."
                 say "Raise the hard limit (as root: ulimit -Hn, LimitNOFILE=, limits.conf), or pass --idle-tunnels= with fewer."
                 exit 1
         fi
