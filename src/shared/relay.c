@@ -38,7 +38,11 @@ static int relay_update(Relay *r) {
                 ev |= r->write_want;
         if (ev == 0)
                 return sd_event_source_set_enabled(r->io, SD_EVENT_OFF);
-        (void) sd_event_source_set_io_events(r->io, ev);
+        /* Edge-triggered: every change of the mask (pausing and resuming a direction goes through here) makes
+         * epoll look again, and a handler reads or writes until EAGAIN or pauses. Level-triggered, each of 10 000
+         * sockets that closed at once was handed back by every epoll_wait() until its turn came, and sd-event
+         * dispatches one source per epoll_wait(): closing 9 000 idle tunnels took 8 minutes at 100 % CPU. */
+        (void) sd_event_source_set_io_events(r->io, ev | EPOLLET);
         return sd_event_source_set_enabled(r->io, SD_EVENT_ON);
 }
 
@@ -184,7 +188,7 @@ int relay_init(Relay *r, sd_event *e, Transport *t, relay_event_t on_event, void
                       .write_want = EPOLLOUT };
         *t = TRANSPORT_NULL;
         out_msg_init(&r->out);
-        k = sd_event_add_io(e, &r->io, r->t.fd, EPOLLIN, on_io, r);
+        k = sd_event_add_io(e, &r->io, r->t.fd, EPOLLIN | EPOLLET, on_io, r);
         if (k < 0)
                 return k;
         (void) sd_event_source_set_enabled(r->io, SD_EVENT_OFF);
