@@ -8,6 +8,7 @@
 #include "conf.h"
 #include "macro.h"
 #include "server-config.h"
+#include "fuzz-check.h"
 
 /* The input is a configuration file: it goes through conf_load_file() (from a memfd, so the real file
  * path is exercised) with the server table and then the agent table, followed by the cross-field
@@ -28,14 +29,6 @@ const char *__lsan_default_suppressions(void) {
         return "leak:strbuf_append\n"
                "leak:libconfig_yylex\n";
 }
-
-#define CHECK(x)                                                                              \
-        do {                                                                                  \
-                if (!(x)) {                                                                   \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        abort();                                                              \
-                }                                                                             \
-        } while (0)
 
 static void load_server(const char *path) {
         ServerConfig c = {};

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "fuzz-check.h"
+
 /* Fixed addresses inside the private namespace, so seeds can name them. */
 #define FUZZ_AGENT_PORT 8091        /* konn-server's agent port / the fake server the agent connects to */
 #define FUZZ_TARGET_PORT 7777       /* a target the daemons may dial: 127.0.0.1:7777 */
@@ -56,10 +58,4 @@ void fuzz_target_stop(void);
 /* Run the loop without waiting until it has been idle for a few passes (or max_iterations). */
 void fuzz_run_until_idle(sd_event *e, unsigned max_iterations);
 
-#define FUZZ_CHECK(x)                                                                           \
-        do {                                                                                    \
-                if (!(x)) {                                                                     \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);   \
-                        abort();                                                                \
-                }                                                                               \
-        } while (0)
+#define FUZZ_CHECK(x) CHECK(x)

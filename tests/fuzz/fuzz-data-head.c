@@ -5,6 +5,7 @@
 
 #include "macro.h"
 #include "packet.h"
+#include "fuzz-check.h"
 
 /* packet_decode_data_head() against packet_decode(), the final word. The input is one whole message. For every
  * head length 0..min(size, 64): when the head parser says "streamable DATA" the whole message must decode as DATA
@@ -13,14 +14,6 @@
  * konn and Go write) with a non-empty payload must be recognised as soon as its header is in the head. */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                        \
-        do {                                                                            \
-                if (!(x)) {                                                             \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        abort();                                                        \
-                }                                                                       \
-        } while (0)
 
 #define HEAD_SCAN 64
 

@@ -6,6 +6,7 @@
 #include "grpc.h"
 #include "macro.h"
 #include "packet.h"
+#include "fuzz-check.h"
 
 /* grpc_reader_feed_stream() with the callbacks konn's relay uses (head() asks packet_decode_data_head(), body()
  * takes the payload as it arrives) against grpc_reader_feed() of the same bytes in one piece. The first input byte
@@ -15,14 +16,6 @@
  * never empty unless last, `last` exactly once per streamed message, and nothing is reported held while streaming. */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                        \
-        do {                                                                            \
-                if (!(x)) {                                                             \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        abort();                                                        \
-                }                                                                       \
-        } while (0)
 
 #define MAX_MSGS 4096
 

@@ -6,20 +6,13 @@
 #include "grpc.h"
 #include "macro.h"
 #include "packet.h"
+#include "fuzz-check.h"
 
 /* The first byte picks where the rest of the input is split into two chunks. The stream is fed once
  * split in two and once byte by byte; both runs must deliver the same messages and end the same way.
  * Every message is decoded with packet_decode(). */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                        \
-        do {                                                                            \
-                if (!(x)) {                                                             \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        abort();                                                        \
-                }                                                                       \
-        } while (0)
 
 typedef struct Digest {
         unsigned n;

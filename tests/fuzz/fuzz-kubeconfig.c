@@ -6,20 +6,13 @@
 #include "kubeconfig.h"
 #include "kubeobj.h"
 #include "macro.h"
+#include "fuzz-check.h"
 
 /* The input is a kubeconfig: kube_config_parse() with the current context and with a named one, insecure
  * allowed and not. Every failure must come with a message; a success must have a server URL; nothing may crash
  * or leak. The same bytes also go through the JSON parsers of kubeobj (API server responses are input too). */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                              \
-        do {                                                                                  \
-                if (!(x)) {                                                                   \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        abort();                                                              \
-                }                                                                             \
-        } while (0)
 
 static void parse(const uint8_t *data, size_t size, const char *context, bool insecure) {
         _cleanup_(kube_config_freep) KubeConfig *c = NULL;

@@ -5,19 +5,12 @@
 
 #include "macro.h"
 #include "packet.h"
+#include "fuzz-check.h"
 
 /* Decode; on success re-encode, decode again and demand the same fields, and demand that encoding
  * is canonical (a second round trip gives the same bytes, never longer than the input). */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                        \
-        do {                                                                            \
-                if (!(x)) {                                                             \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        abort();                                                        \
-                }                                                                       \
-        } while (0)
 
 static bool str_eq(PacketStr a, PacketStr b) {
         return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
