@@ -55,6 +55,22 @@ class Reverse(konntest.KonnTestCase):
     def listener(self):
         return "127.0.0.1:%d" % konntest.free_port()
 
+    def assert_echoes(self, c, data, timeout):
+        """Send data through c (connected to an echo destination) while reading it back; byte-exact."""
+        got = bytearray()
+
+        def reader():
+            while len(got) < len(data):
+                b = c.sock.recv(256 * 1024)
+                if not b:
+                    break
+                got.extend(b)
+        r = konntest.Bg(reader)
+        r.start()
+        c.send(data)
+        r.join_result(timeout)
+        self.assertEqual(bytes(got), data)
+
     def test_64mib_each_way_byte_exact(self):
         size = konntest.big(64 * MIB)
         sink = self.track(konntest.SinkServer())
@@ -122,21 +138,8 @@ class Reverse(konntest.KonnTestCase):
         self.wait_until(blocked, 60, "the stalled connection's source to block")
         blocked_at = rec.sent
         # Another connection of the same agent keeps flowing: 8 MiB echoed.
-        c = self.reverse_client(fast, timeout=60)
-        data = konntest.Pattern(konntest.big(8 * MIB), seed=9).bytes()
-        got = bytearray()
-
-        def reader():
-            while len(got) < len(data):
-                b = c.sock.recv(256 * 1024)
-                if not b:
-                    break
-                got.extend(b)
-        r = konntest.Bg(reader)
-        r.start()
-        c.send(data)
-        r.join_result(120)
-        self.assertEqual(bytes(got), data)
+        self.assert_echoes(self.reverse_client(fast, timeout=60),
+                           konntest.Pattern(konntest.big(8 * MIB), seed=9).bytes(), 120)
         # The stalled one stayed stalled (bounded by flow control), and still works when read.
         self.assertLess(rec.sent - blocked_at, 2 * MIB)
         stalled.settimeout(T(10))
@@ -165,21 +168,7 @@ class Reverse(konntest.KonnTestCase):
         # Between them the stalled streams hold more than the agent's connection window (16 MiB) ...
         self.assertGreater(sum(r.sent for r in recs), 16 * MIB)
         # ... and a connection of the same agent still flows: 4 MiB echoed byte-exact.
-        c = self.reverse_client(fast, timeout=60)
-        data = konntest.Pattern(4 * MIB, seed=10).bytes()
-        got = bytearray()
-
-        def reader():
-            while len(got) < len(data):
-                b = c.sock.recv(256 * 1024)
-                if not b:
-                    break
-                got.extend(b)
-        r = konntest.Bg(reader)
-        r.start()
-        c.send(data)
-        r.join_result(60)
-        self.assertEqual(bytes(got), data)
+        self.assert_echoes(self.reverse_client(fast, timeout=60), konntest.Pattern(4 * MIB, seed=10).bytes(), 60)
         # Every stalled connection still works when read.
         for s in stalled:
             s.settimeout(T(10))
