@@ -159,7 +159,8 @@ static void c_on_close(H2Conn *c, int error, const char *reason, void *userdata)
 
 static const H2ConnHandler client_conn_handler = { .on_ready = c_on_ready, .on_close = c_on_close };
 
-static void setup(void) {
+/* A client and a server H2Conn over a socketpair; server_settings NULL: the defaults. */
+static void setup_with(const H2ConnSettings *server_settings) {
         int sv[2];
         Transport ct, st;
 
@@ -169,9 +170,13 @@ static void setup(void) {
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
         transport_init(&ct, sv[0], NULL);
         transport_init(&st, sv[1], NULL);
-        ck_assert_int_eq(h2conn_new(F->e, &st, true, NULL, &server_conn_handler, NULL, &F->server), 0);
+        ck_assert_int_eq(h2conn_new(F->e, &st, true, server_settings, &server_conn_handler, NULL, &F->server), 0);
         ck_assert_int_eq(h2conn_new(F->e, &ct, false, NULL, &client_conn_handler, NULL, &F->client), 0);
         spin(&F->ready);
+}
+
+static void setup(void) {
+        setup_with(NULL);
 }
 
 static void teardown(void) {
@@ -318,20 +323,8 @@ END_TEST
 #define STALL_CONN_WINDOW (256u * 1024)
 
 static void setup_stall(uint64_t held_max) {
-        H2ConnSettings st = { .stream_window = STALL_STREAM_WINDOW, .connection_window = STALL_CONN_WINDOW,
-                              .held_max = held_max };
-        int sv[2];
-        Transport ct, tt;
-
-        F = calloc(1, sizeof(Fixture));
-        ck_assert_ptr_nonnull(F);
-        ck_assert_int_eq(sd_event_new(&F->e), 0);
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-        transport_init(&ct, sv[0], NULL);
-        transport_init(&tt, sv[1], NULL);
-        ck_assert_int_eq(h2conn_new(F->e, &tt, true, &st, &server_conn_handler, NULL, &F->server), 0);
-        ck_assert_int_eq(h2conn_new(F->e, &ct, false, NULL, &client_conn_handler, NULL, &F->client), 0);
-        spin(&F->ready);
+        setup_with(&(const H2ConnSettings){ .stream_window = STALL_STREAM_WINDOW,
+                                            .connection_window = STALL_CONN_WINDOW, .held_max = held_max });
 }
 
 static GrpcCall *stall_call(unsigned slot, bool retain, size_t bytes) {
