@@ -2,14 +2,12 @@
 #include "config.h"
 
 /*
- * Unit tests for src/shared/tls.c. A test PKI is generated once per run by tests/gen-certs.sh (found as
- * $TESTS_SRCDIR/gen-certs.sh, else ${top_srcdir:-${srcdir:-.}}/tests/gen-certs.sh) in a mkdtemp dir. Each test
+ * Unit tests for src/shared/tls.c. A test PKI is generated once per run (test-certs). Each test
  * connects a client and a server TlsConn over a non-blocking AF_UNIX socketpair and drives both
  * handshakes alternately with poll(), bounded in rounds and time.
  */
 
 #include <check.h>
-#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -24,21 +22,9 @@
 #include "log.h"
 #include "macro.h"
 #include "tls.h"
+#include "test-certs.h"
 
-static char cert_dir[PATH_MAX];
-
-static const char *cert_path_into(char *buf, const char *name) {
-        int k = snprintf(buf, PATH_MAX, "%s/%s", cert_dir, name);
-
-        ck_assert(k > 0 && k < PATH_MAX);
-        return buf;
-}
-#define P(name) cert_path_into((char[PATH_MAX]) {}, name)
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        (void) remove(path);
-        return 0;
-}
+#define P(name) CERT(name)
 
 /* Keys gen-certs.sh does not make: an RSA key (another OpenSSL key slot than the EC certificates) and an
  * encrypted copy of server.key. */
@@ -68,30 +54,8 @@ static void write_extra_keys(void) {
         EVP_PKEY_free(key);
 }
 
-static void certs_teardown(void) {
-        if (cert_dir[0])
-                (void) nftw(cert_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void certs_setup(void) {
-        const char *tests = getenv("TESTS_SRCDIR");
-        const char *top = getenv("top_srcdir") ?: getenv("srcdir") ?: ".";
-        const char *tmp = getenv("TMPDIR") ?: "/tmp";
-        char cmd[3 * PATH_MAX];
-        int k;
-
-        k = snprintf(cert_dir, sizeof(cert_dir), "%s/konn-test-tls.XXXXXX", tmp);
-        ck_assert(k > 0 && (size_t) k < sizeof(cert_dir));
-        ck_assert_ptr_nonnull(mkdtemp(cert_dir));
-
-        k = snprintf(cmd, sizeof(cmd), "sh '%s%s/gen-certs.sh' '%s'", tests ?: top, tests ? "" : "/tests",
-                     cert_dir);
-        ck_assert(k > 0 && (size_t) k < sizeof(cmd));
-        k = system(cmd);
-        if (k != 0)
-                certs_teardown();
-        ck_assert_int_eq(k, 0);
-
+static void tls_certs_setup(void) {
+        certs_setup();
         write_extra_keys();
 }
 
@@ -1094,7 +1058,7 @@ static Suite *tls_suite(void) {
         Suite *s = suite_create("tls");
         TCase *tc = tcase_create("tls");
 
-        tcase_add_unchecked_fixture(tc, certs_setup, certs_teardown);
+        tcase_add_unchecked_fixture(tc, tls_certs_setup, certs_teardown);
         tcase_set_timeout(tc, 30);
 
         tcase_add_test(tc, test_alpn_to_string);
