@@ -12,6 +12,7 @@
 
 #include "h2conn.h"
 #include "log.h"
+#include "test-certs.h"
 
 #define LOOP_MAX 20000
 #define UINT_TO_PTR(u) ((void *) (uintptr_t) (u))
@@ -58,6 +59,19 @@ static void spin(bool *flag) {
 static void spin_n(unsigned n) {
         for (unsigned i = 0; i < n; i++)
                 ck_assert_int_ge(sd_event_run(F->e, 1000), 0);
+}
+
+/* Drive the loop, returning withheld credits, until the server has `total` payload bytes. */
+static void drain_retained(size_t total) {
+        F->retain = false;
+        for (unsigned i = 0; i < LOOP_MAX && F->server_data_bytes < total; i++) {
+                if (F->retained > 0 && F->scall) {
+                        grpc_call_consume(F->scall, F->retained);
+                        F->retained = 0;
+                }
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        }
+        ck_assert_uint_eq(F->server_data_bytes, total);
 }
 
 static int s_on_packet(GrpcCall *call, const Packet *p, void *userdata) {
@@ -159,8 +173,10 @@ static void c_on_close(H2Conn *c, int error, const char *reason, void *userdata)
 
 static const H2ConnHandler client_conn_handler = { .on_ready = c_on_ready, .on_close = c_on_close };
 
-/* A client and a server H2Conn over a socketpair; server_settings NULL: the defaults. */
-static void setup_with(const H2ConnSettings *server_settings) {
+/* A client and a server H2Conn over a socketpair, plain or mTLS (with the test PKI; the unchecked fixture made
+ * it); server_settings NULL: the defaults. */
+static void setup_with(const H2ConnSettings *server_settings, bool tls) {
+        TlsConn *ctls = NULL, *stls = NULL;
         int sv[2];
         Transport ct, st;
 
@@ -168,15 +184,27 @@ static void setup_with(const H2ConnSettings *server_settings) {
         ck_assert_ptr_nonnull(F);
         ck_assert_int_eq(sd_event_new(&F->e), 0);
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-        transport_init(&ct, sv[0], NULL);
-        transport_init(&st, sv[1], NULL);
+        if (tls) {
+                SSL_CTX *sctx = NULL, *cctx = NULL;
+
+                ck_assert_int_eq(tls_ctx_new_server(CERT("server.crt"), CERT("server.key"), CERT("ca.crt"),
+                                                    TLS_ALPN_H2, &sctx, NULL), 0);
+                ck_assert_int_eq(tls_ctx_new_client(CERT("ca.crt"), CERT("agent.crt"), CERT("agent.key"), NULL,
+                                                    &cctx, NULL), 0);
+                ck_assert_int_eq(tls_conn_new(sctx, sv[1], true, NULL, &stls), 0);
+                ck_assert_int_eq(tls_conn_new(cctx, sv[0], false, "localhost", &ctls), 0);
+                SSL_CTX_free(sctx); /* the connections keep their references */
+                SSL_CTX_free(cctx);
+        }
+        transport_init(&ct, sv[0], ctls);
+        transport_init(&st, sv[1], stls);
         ck_assert_int_eq(h2conn_new(F->e, &st, true, server_settings, &server_conn_handler, NULL, &F->server), 0);
         ck_assert_int_eq(h2conn_new(F->e, &ct, false, NULL, &client_conn_handler, NULL, &F->client), 0);
         spin(&F->ready);
 }
 
 static void setup(void) {
-        setup_with(NULL);
+        setup_with(NULL, false);
 }
 
 static void teardown(void) {
@@ -255,15 +283,7 @@ START_TEST(test_backpressure_withheld_credits) {
         ck_assert_uint_le(sent_before, H2_DEFAULT_STREAM_WINDOW);
         ck_assert_uint_gt(grpc_call_queued_bytes(F->ccall), 0);
         /* Give the credits back: everything arrives, intact and in order. */
-        F->retain = false;
-        for (unsigned i = 0; i < LOOP_MAX && F->server_data_bytes < sizeof(payload); i++) {
-                if (F->retained > 0 && F->scall) {
-                        grpc_call_consume(F->scall, F->retained);
-                        F->retained = 0;
-                }
-                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
-        }
-        ck_assert_uint_eq(F->server_data_bytes, sizeof(payload));
+        drain_retained(sizeof(payload));
         ck_assert_mem_eq(F->server_data, payload, sizeof(payload));
 }
 END_TEST
@@ -286,8 +306,8 @@ START_TEST(test_cancel_keeps_bytes) {
         memset(a->data, 'a', sizeof(a->data));
         memset(b->data, 'b', sizeof(b->data));
         start_call("/AgentService/Connect");
-        grpc_call_send_data(F->ccall, &a->m, 5, a->data, sizeof(a->data), owned_done, a);
-        grpc_call_send_data(F->ccall, &b->m, 5, b->data, sizeof(b->data), owned_done, b);
+        grpc_call_send_data(F->ccall, &a->m, 5, a->data, sizeof(a->data), 0, owned_done, a);
+        grpc_call_send_data(F->ccall, &b->m, 5, b->data, sizeof(b->data), 0, owned_done, b);
         grpc_call_cancel_msg(&a->m);
         ck_assert(!out_msg_queued(&a->m));
         memset(a->data, 'X', sizeof(a->data));
@@ -324,7 +344,8 @@ END_TEST
 
 static void setup_stall(uint64_t held_max) {
         setup_with(&(const H2ConnSettings){ .stream_window = STALL_STREAM_WINDOW,
-                                            .connection_window = STALL_CONN_WINDOW, .held_max = held_max });
+                                            .connection_window = STALL_CONN_WINDOW, .held_max = held_max },
+                   false);
 }
 
 static GrpcCall *stall_call(unsigned slot, bool retain, size_t bytes) {
@@ -402,6 +423,147 @@ START_TEST(test_stalled_bytes_bounded_by_connection_buffer) {
 }
 END_TEST
 
+/* Messages lent with headroom (grpc_call_send_data(..., H2_SEND_HEADROOM, ...)), as relay and forwarder send them:
+ * over TLS their frames go to TLS from the owner's buffer, headers written in front of each frame. */
+typedef struct Lent {
+        OutMsg m;
+        uint8_t room[H2_SEND_HEADROOM];
+        uint8_t data[200000];
+        bool done;
+} Lent;
+
+static void lent_done(OutMsg *m, void *userdata) {
+        ((Lent *) userdata)->done = true;
+}
+
+static Lent *lent_new(unsigned seed) {
+        Lent *l = calloc(1, sizeof(Lent));
+
+        ck_assert_ptr_nonnull(l);
+        memset(l->room, 0xEE, sizeof(l->room));
+        for (size_t i = 0; i < sizeof(l->data); i++)
+                l->data[i] = (uint8_t) (i * 31 + seed);
+        return l;
+}
+
+static void setup_tls_window(uint32_t stream_window) {
+        setup_with(&(const H2ConnSettings){ .stream_window = stream_window }, true);
+        spin_n(100); /* the server's SETTINGS (its windows) reach the client */
+}
+
+/* Sizes around every frame boundary: 1 byte, one 16 KiB frame, a default relay chunk (128 KiB, one frame between
+ * konn peers), and 200 000 bytes (two frames at 128 KiB, thirteen at 16 KiB). */
+static const size_t lent_sizes[] = { 1, 100, 16384 - 20, 16384, 128 * 1024, 200000 };
+
+static void lent_roundtrip(void) {
+        Lent *l[ELEMENTSOF(lent_sizes)];
+        size_t total = 0, off = 0;
+
+        start_call("/AgentService/Connect");
+        for (size_t i = 0; i < ELEMENTSOF(lent_sizes); i++) {
+                l[i] = lent_new((unsigned) i);
+                grpc_call_send_data(F->ccall, &l[i]->m, 7, l[i]->data, lent_sizes[i], sizeof(l[i]->room), lent_done,
+                                    l[i]);
+                total += lent_sizes[i];
+        }
+        for (unsigned i = 0; i < LOOP_MAX && F->server_data_bytes < total; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        ck_assert_uint_eq(F->server_data_bytes, total);
+        for (size_t i = 0; i < ELEMENTSOF(lent_sizes); i++) {
+                Lent *x = l[i];
+                uint8_t want[sizeof(x->data)];
+
+                for (size_t j = 0; j < lent_sizes[i]; j++)
+                        want[j] = (uint8_t) (j * 31 + i);
+                ck_assert_mem_eq(F->server_data + off, want, lent_sizes[i]);
+                off += lent_sizes[i];
+                ck_assert(x->done);
+                /* The frame header went into the lent room: DATA (type 0) of the client's first stream, 1. */
+                ck_assert_int_eq(x->room[sizeof(x->room) - x->m.hdr_len - 9 + 3], 0);
+                ck_assert_int_eq(x->room[sizeof(x->room) - x->m.hdr_len - 9 + 8], 1);
+                ck_assert_int_eq(x->room[0], 0xEE);
+                free(x);
+        }
+}
+
+START_TEST(test_lent_frames_big_window) {
+        setup_tls_window(0);
+        lent_roundtrip();
+}
+END_TEST
+
+START_TEST(test_lent_frames_small_window) {
+        /* 16 KiB windows: frames split messages anywhere, later frames' headers overwrite sent payload. */
+        setup_tls_window(16 * 1024);
+        lent_roundtrip();
+}
+END_TEST
+
+START_TEST(test_lent_frames_odd_window) {
+        /* A window of a prime number of bytes: frames also start inside a message's headers. */
+        setup_tls_window(20011);
+        lent_roundtrip();
+}
+END_TEST
+
+START_TEST(test_lent_frame_starts_in_headers) {
+        /* The 16 KiB window ends 3 bytes into the second message's headers: its next frame carries the rest of
+         * them, written into its headroom right before the payload. */
+        Lent *a = lent_new(1), *b = lent_new(2);
+        uint8_t hdr[PACKET_DATA_HEADER_MAX], want[2 * sizeof(a->data)];
+        size_t hl = 0, size_a = 16000;
+
+        ck_assert_int_eq(packet_encode_data_header(7, size_a, hdr, sizeof(hdr), &hl), 0);
+        size_a = 16384 - 3 - GRPC_PREFIX_SIZE - hl;
+        setup_tls_window(16384);
+        memcpy(want, a->data, size_a);
+        memcpy(want + size_a, b->data, sizeof(b->data));
+        F->retain = true;
+        start_call("/AgentService/Connect");
+        grpc_call_send_data(F->ccall, &a->m, 7, a->data, size_a, sizeof(a->room), lent_done, a);
+        grpc_call_send_data(F->ccall, &b->m, 7, b->data, sizeof(b->data), sizeof(b->room), lent_done, b);
+        ck_assert_uint_eq(a->m.hdr_len + a->m.payload_len, 16384 - 3);
+        for (unsigned i = 0; i < LOOP_MAX && !a->done; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        spin_n(200);
+        ck_assert_uint_eq(F->server_data_bytes, size_a);
+        ck_assert_uint_eq(b->m.sent, 3);
+        drain_retained(size_a + sizeof(b->data));
+        ck_assert_mem_eq(F->server_data, want, size_a + sizeof(b->data));
+        ck_assert(b->done);
+        free(a);
+        free(b);
+}
+END_TEST
+
+START_TEST(test_lent_cancel_keeps_bytes) {
+        /* A lent message stopped by the stream window in its middle is cancelled: what is unsent is copied intact
+         * although the owner then scribbles over all of its buffer, and nothing is reordered. */
+        Lent *a = lent_new(1), *b = lent_new(2);
+        uint8_t want[2 * sizeof(a->data)];
+
+        setup_tls_window(64 * 1024);
+        memcpy(want, a->data, sizeof(a->data));
+        memcpy(want + sizeof(a->data), b->data, sizeof(b->data));
+        F->retain = true;
+        start_call("/AgentService/Connect");
+        grpc_call_send_data(F->ccall, &a->m, 7, a->data, sizeof(a->data), sizeof(a->room), lent_done, a);
+        grpc_call_send_data(F->ccall, &b->m, 7, b->data, sizeof(b->data), sizeof(b->room), lent_done, b);
+        for (unsigned i = 0; i < LOOP_MAX && F->server_data_bytes < 64 * 1024 - a->m.hdr_len; i++)
+                ck_assert_int_ge(sd_event_run(F->e, 100000), 0);
+        spin_n(200);
+        ck_assert_uint_eq(F->server_data_bytes, 64 * 1024 - a->m.hdr_len);
+        ck_assert(out_msg_queued(&a->m));
+        grpc_call_cancel_msg(&a->m);
+        memset(a, 'X', sizeof(*a));
+        drain_retained(sizeof(want));
+        ck_assert_mem_eq(F->server_data, want, sizeof(want));
+        ck_assert(b->done);
+        free(a);
+        free(b);
+}
+END_TEST
+
 START_TEST(test_features_list) {
         ck_assert(konn_features_has("tunnel-streams", "tunnel-streams"));
         ck_assert(konn_features_has("a, tunnel-streams ,b", "tunnel-streams"));
@@ -431,6 +593,16 @@ static Suite *h2conn_suite(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_stalled_streams_do_not_starve_others);
         tcase_add_test(tc, test_stalled_bytes_bounded_by_connection_buffer);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("lent frames over TLS");
+        tcase_add_unchecked_fixture(tc, certs_setup, certs_teardown);
+        tcase_add_checked_fixture(tc, NULL, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_lent_frames_big_window);
+        tcase_add_test(tc, test_lent_frames_small_window);
+        tcase_add_test(tc, test_lent_frames_odd_window);
+        tcase_add_test(tc, test_lent_frame_starts_in_headers);
+        tcase_add_test(tc, test_lent_cancel_keeps_bytes);
         suite_add_tcase(s, tc);
         tc = tcase_create("features");
         tcase_add_test(tc, test_features_list);

@@ -28,7 +28,7 @@ uint8_t *bufpool_get(void) {
         FreeBuf *b = free_list;
 
         if (!b) {
-                uint8_t *p = malloc(bufpool_chunk);
+                uint8_t *p = malloc(BUFPOOL_HEADROOM + bufpool_chunk);
                 if (p)
                         n_taken++;
                 return p;

@@ -17,6 +17,9 @@
 #define BUFPOOL_CHUNK_MIN (16 * 1024) /* holds what a CONNECT client pipelines behind its header */
 #define BUFPOOL_CHUNK_MAX (1024 * 1024)
 #define BUFPOOL_MAX_FREE 4
+/* Every buffer has this many bytes before its BUFPOOL_CHUNK: the relay reads behind them, and h2conn writes the
+ * frame and message headers there and hands TLS the frame straight from the buffer (grpc_call_send_data()). */
+#define BUFPOOL_HEADROOM 64
 
 extern size_t bufpool_chunk; /* bytes per buffer */
 #define BUFPOOL_CHUNK bufpool_chunk
@@ -24,6 +27,6 @@ extern size_t bufpool_chunk; /* bytes per buffer */
 /* Before the first bufpool_get(); size within BUFPOOL_CHUNK_MIN..MAX. -EBUSY once buffers exist. */
 int bufpool_set_chunk_size(size_t size);
 
-uint8_t *bufpool_get(void);           /* NULL on OOM */
+uint8_t *bufpool_get(void);           /* BUFPOOL_HEADROOM + BUFPOOL_CHUNK bytes; NULL on OOM */
 void bufpool_put(uint8_t *b);         /* NULL-safe */
 void bufpool_trim(void);              /* release every spare buffer (idle memory goes back to the system) */

@@ -9,6 +9,7 @@
 struct ForwarderChunk {
         ForwarderChunk *next;
         size_t len, cap;
+        uint8_t headroom[H2_SEND_HEADROOM]; /* lent to h2conn with data (grpc_call_send_data()) */
         uint8_t data[];
 };
 
@@ -35,7 +36,7 @@ static void forwarder_send_next(Forwarder *f) {
         c->next = NULL;
         f->cur = c;
         metric_add(f->sent_packets, f->sent_labels, 1);
-        grpc_call_send_data(f->dst, &f->out, f->connect_id, c->data, c->len, forwarder_sent, f);
+        grpc_call_send_data(f->dst, &f->out, f->connect_id, c->data, c->len, sizeof(c->headroom), forwarder_sent, f);
 }
 
 void forwarder_init(Forwarder *f, GrpcCall *src, GrpcCall *dst, int64_t connect_id) {

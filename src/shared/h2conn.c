@@ -18,7 +18,9 @@
 #define CALL_HEADER_BYTES_MAX (16 * 1024)
 #define CALL_CONTROL_BYTES_MAX (1024 * 1024)
 #define H2_MAX_HEADER_LIST 65536
-#define H2_MAX_FRAME (128 * 1024) /* what we send and accept per DATA frame; fits the output buffer */
+/* What we send and accept per DATA frame: a default relay chunk (128 KiB) with its headers, so between konn peers
+ * one read is one frame; fits the output buffer. */
+#define H2_MAX_FRAME (128 * 1024 + H2_SEND_HEADROOM)
 
 typedef struct Header {
         char *name, *value;
@@ -225,12 +227,13 @@ int grpc_call_send_data_copy(GrpcCall *call, int64_t connect_id, const uint8_t *
 }
 
 void grpc_call_send_data(GrpcCall *call, OutMsg *m, int64_t connect_id, const uint8_t *data, size_t len,
-                         out_msg_done_t done, void *userdata) {
+                         size_t headroom, out_msg_done_t done, void *userdata) {
         size_t hl = 0;
 
         assert(call && m && !m->call);
         assert(len <= GRPC_MESSAGE_MAX - PACKET_DATA_HEADER_MAX);
-        *m = (OutMsg){ .payload = data, .payload_len = len, .done = done, .userdata = userdata };
+        assert(headroom == 0 || headroom >= H2_SEND_HEADROOM);
+        *m = (OutMsg){ .payload = data, .payload_len = len, .headroom = headroom, .done = done, .userdata = userdata };
         if (packet_encode_data_header(connect_id, len, m->hdr + GRPC_PREFIX_SIZE,
                                       sizeof(m->hdr) - GRPC_PREFIX_SIZE, &hl) < 0)
                 assert(!"DATA header does not fit");
@@ -358,7 +361,12 @@ static ssize_t on_data_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
         GrpcCall *call = source->ptr;
 
         if (call->q_bytes > 0) {
+                OutMsg *m = call->q_head;
+
                 *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+                /* A lent message gets frames of its own, so they can go out from its buffer (send_data_lent()). */
+                if (m->headroom > 0)
+                        return (ssize_t) MIN(length, out_msg_total(m) - m->sent);
                 return (ssize_t) MIN(length, call->q_bytes);
         }
         if (!call->finishing) {
@@ -399,12 +407,84 @@ static ssize_t on_data_length(nghttp2_session *s, uint8_t frame_type, int32_t st
         return (ssize_t) MAX(n, (int64_t) 1);
 }
 
+/* Account for `take` bytes of the call's first queued message having left; a message that is complete leaves the
+ * queue (owned ones are freed, others get their done() once nghttp2 has returned). */
+static void queue_advance(H2Conn *c, GrpcCall *call, OutMsg *m, size_t take) {
+        m->sent += take;
+        call->q_bytes -= take;
+        if (m->control)
+                call->q_control_bytes -= take;
+        if (m->sent < out_msg_total(m))
+                return;
+        /* Fully copied: unlink without touching the byte counters again. */
+        call->q_head = m->next;
+        if (call->q_head)
+                call->q_head->prev = NULL;
+        else
+                call->q_tail = NULL;
+        m->next = m->prev = NULL;
+        m->call = NULL;
+        if (m->owned)
+                free(m);
+        else if (m->done) {
+                /* Dispatched after nghttp2_session_send() returns, where owners may act freely. */
+                m->done_pending = true;
+                m->done_conn = c;
+                m->next = c->done_head;
+                c->done_head = m;
+        }
+}
+
+/* A DATA frame that lies within one message whose owner lent its buffer (OutMsg.headroom) goes to TLS from that
+ * buffer: the frame header, and any of the message's gRPC prefix and packet header the frame carries, are written
+ * into the bytes just before the frame's payload (headroom, or payload TLS has already taken), so the payload is
+ * not copied into the output buffer first. TLS coalesces what it encrypts into one send() per pass anyway (tls.c),
+ * so this adds no syscalls. Whatever TLS does not take now is copied into the (then empty) output buffer. Returns
+ * false, having written nothing of the frame, when the frame does not qualify or the output buffer could not be
+ * emptied first; the caller then copies as usual. */
+static bool send_data_lent(H2Conn *c, GrpcCall *call, const uint8_t *framehd, size_t length, size_t padlen) {
+        OutMsg *m = call->q_head;
+        size_t need = 9 + length;
+        uint8_t *start;
+        ssize_t n;
+
+        if (!m || m->headroom == 0 || padlen > 0 || !c->transport.tls || length > out_msg_total(m) - m->sent)
+                return false;
+
+        while (c->out_off < c->out_len) {
+                n = transport_write(&c->transport, c->outbuf + c->out_off, c->out_len - c->out_off);
+                if (n <= 0)
+                        return false;
+                c->out_off += (size_t) n;
+        }
+        c->out_off = c->out_len = 0;
+
+        /* The frame's first byte in the message is at offset sent - hdr_len of the payload: negative while in the
+         * headers, whose unsent rest then goes in front of the payload (headroom >= 9 + hdr_len). */
+        start = (uint8_t *) m->payload - m->hdr_len + m->sent - 9;
+        memcpy(start, framehd, 9);
+        if (m->sent < m->hdr_len)
+                memcpy(start + 9, m->hdr + m->sent, MIN(length, m->hdr_len - m->sent));
+        n = transport_write(&c->transport, start, need);
+        if (n < 0)
+                n = 0; /* -EAGAIN; or an error, which the pump's next write reports */
+        if ((size_t) n < need) {
+                memcpy(c->outbuf, start + n, need - (size_t) n);
+                c->out_len = need - (size_t) n;
+        }
+        queue_advance(c, call, m, length);
+        return true;
+}
+
 static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *source, void *userdata) {
         H2Conn *c = userdata;
         GrpcCall *call = source->ptr;
         size_t padlen = frame->data.padlen, need = 9 + length + padlen, left = length;
         uint8_t *p;
+
+        if (send_data_lent(c, call, framehd, length, padlen))
+                return 0;
 
         if (c->out_off > 0 && H2_OUTBUF_SIZE - c->out_len < need) {
                 memmove(c->outbuf, c->outbuf + c->out_off, c->out_len - c->out_off);
@@ -434,29 +514,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
                         memcpy(p, m->payload + (m->sent - m->hdr_len), take);
                 p += take;
                 left -= take;
-                m->sent += take;
-                call->q_bytes -= take;
-                if (m->control)
-                        call->q_control_bytes -= take;
-                if (m->sent == out_msg_total(m)) {
-                        /* Fully copied: unlink without touching the byte counters again. */
-                        call->q_head = m->next;
-                        if (call->q_head)
-                                call->q_head->prev = NULL;
-                        else
-                                call->q_tail = NULL;
-                        m->next = m->prev = NULL;
-                        m->call = NULL;
-                        if (m->owned)
-                                free(m);
-                        else if (m->done) {
-                                /* Dispatched after nghttp2_session_send() returns, where owners may act freely. */
-                                m->done_pending = true;
-                                m->done_conn = c;
-                                m->next = c->done_head;
-                                c->done_head = m;
-                        }
-                }
+                queue_advance(c, call, m, take);
         }
         if (padlen > 1) {
                 memset(p, 0, padlen - 1);

@@ -19,8 +19,10 @@
  * grpc_call_consume() once the bytes reached their destination (backpressure). Connection credits come back as
  * DATA arrives, so streams whose readers stopped cannot starve the others (as grpc-go does), until the bytes held
  * for such streams pass settings.held_max: from then on connection credits wait too, so what one connection makes
- * us hold stays below held_max plus the connection window. Outgoing messages are
- * queued per call (OutMsg, FIFO) and copied once into the connection's TLS output buffer, never before.
+ * us hold stays below held_max plus the connection window. Outgoing messages are queued per call (OutMsg, FIFO)
+ * and copied once into the connection's output buffer, never before; messages lent with headroom (relay and
+ * forwarder chunks) are not even copied there on TLS connections: each of their frames goes to TLS straight from
+ * the owner's buffer, its headers written in front of it.
  * Called from the sd-event loop only.
  */
 #pragma once
@@ -36,6 +38,9 @@ typedef struct H2Conn H2Conn;
 typedef struct GrpcCall GrpcCall;
 typedef struct OutMsg OutMsg;
 
+/* What a DATA message's headers need in front of its payload: HTTP/2 frame header, gRPC prefix, packet header. */
+#define H2_SEND_HEADROOM 64
+
 typedef void (*out_msg_done_t)(OutMsg *m, void *userdata);
 
 /* One outgoing gRPC message. Embedded in its owner for DATA (no allocation per packet); the payload stays the
@@ -48,6 +53,7 @@ struct OutMsg {
         const uint8_t *payload;
         size_t payload_len;
         size_t sent;                    /* bytes of hdr + payload already copied out */
+        size_t headroom;                /* writable bytes before payload (0: payload is read-only); see below */
         out_msg_done_t done;
         void *userdata;
         bool owned;                     /* allocated by h2conn, freed when sent */
@@ -129,9 +135,13 @@ H2Conn *grpc_call_conn(const GrpcCall *call);
 int grpc_call_send_packet(GrpcCall *call, const Packet *p);
 /* Queue a DATA packet whose payload lives in the caller's memory; done(m) fires once it has been copied out,
  * from h2conn's send path after nghttp2 returned: it may queue, consume and free its owner, but must not free the
- * H2Conn itself. */
+ * H2Conn itself.
+ * headroom: 0, or at least H2_SEND_HEADROOM writable bytes the caller owns just before data. Then data is lent
+ * writable too, and on a TLS connection its DATA frames go to TLS straight from the caller's buffer: each frame's
+ * header (and the gRPC prefix and packet header before the first) is written into the bytes just before it,
+ * headroom or payload already sent, instead of frame and payload being copied into the output buffer. */
 void grpc_call_send_data(GrpcCall *call, OutMsg *m, int64_t connect_id, const uint8_t *data, size_t len,
-                         out_msg_done_t done, void *userdata);
+                         size_t headroom, out_msg_done_t done, void *userdata);
 /* Queue a DATA packet with a copy of the payload (allocates; bounded by the flow control of wherever the bytes came
  * from, not by the control-bytes bound). */
 int grpc_call_send_data_copy(GrpcCall *call, int64_t connect_id, const uint8_t *data, size_t len);

@@ -8,6 +8,8 @@
 #include "log.h"
 #include "relay.h"
 
+_Static_assert(BUFPOOL_HEADROOM >= H2_SEND_HEADROOM, "relay chunks are lent to h2conn with their headroom");
+
 static int relay_update(Relay *r);
 static int relay_do_read(Relay *r);
 
@@ -49,7 +51,8 @@ static int relay_update(Relay *r) {
 static void relay_send_chunk(Relay *r, size_t n) {
         r->bytes_in += n;
         metric_add(r->sent_packets, r->sent_labels, 1);
-        grpc_call_send_data(r->call, &r->out, r->connect_id, r->rbuf, n, relay_sent, r);
+        grpc_call_send_data(r->call, &r->out, r->connect_id, r->rbuf + BUFPOOL_HEADROOM, n, BUFPOOL_HEADROOM,
+                            relay_sent, r);
 }
 
 /* Returns 0, or a negative errno / 1 for EOF that the owner must hear about. */
@@ -63,7 +66,7 @@ static int relay_do_read(Relay *r) {
                 if (!r->rbuf)
                         return -ENOMEM;
         }
-        n = transport_read(&r->t, r->rbuf, BUFPOOL_CHUNK);
+        n = transport_read(&r->t, r->rbuf + BUFPOOL_HEADROOM, BUFPOOL_CHUNK);
         if (n == -EAGAIN) {
                 r->read_want = transport_read_events(&r->t);
                 /* Nothing in flight: give the buffer back while idle. */
@@ -209,7 +212,7 @@ int relay_start(Relay *r, GrpcCall *call, int64_t connect_id, const uint8_t *pip
                 r->rbuf = bufpool_get();
                 if (!r->rbuf)
                         return -ENOMEM;
-                memcpy(r->rbuf, pipelined, MIN(n, (size_t) BUFPOOL_CHUNK));
+                memcpy(r->rbuf + BUFPOOL_HEADROOM, pipelined, MIN(n, (size_t) BUFPOOL_CHUNK));
                 relay_send_chunk(r, MIN(n, (size_t) BUFPOOL_CHUNK));
         } else if (transport_pending(&r->t) > 0 && r->kick)
                 (void) sd_event_source_set_enabled(r->kick, SD_EVENT_ONESHOT);
