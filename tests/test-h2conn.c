@@ -564,6 +564,29 @@ START_TEST(test_lent_cancel_keeps_bytes) {
 }
 END_TEST
 
+START_TEST(test_metadata_not_indexed) {
+        /* Per-call metadata (a tunnel stream's IDs) stays out of the receiver's HPACK table: a second call with
+         * other values adds nothing, the fixed request headers being in it already. */
+        const char *md1[] = { "konn-dial-id", "1234567890123456789", "konn-connect-id", "17", NULL };
+        const char *md2[] = { "konn-dial-id", "9876543210987654321", "konn-connect-id", "18", NULL };
+        GrpcCall *c1 = NULL, *c2 = NULL;
+        size_t after_first;
+
+        ck_assert_int_eq(grpc_call_start(F->client, "/AgentService/Connect", "localhost", (char *const *) md1,
+                                         &c_handler, NULL, &c1), 0);
+        spin_n(50);
+        ck_assert_ptr_nonnull(F->scall);
+        after_first = h2conn_hpack_inflate_size(F->server);
+        ck_assert_uint_gt(after_first, 0);
+        F->scall = NULL;
+        ck_assert_int_eq(grpc_call_start(F->client, "/AgentService/Connect", "localhost", (char *const *) md2,
+                                         &c_handler, NULL, &c2), 0);
+        spin_n(50);
+        ck_assert_ptr_nonnull(F->scall);
+        ck_assert_uint_eq(h2conn_hpack_inflate_size(F->server), after_first);
+}
+END_TEST
+
 START_TEST(test_features_list) {
         ck_assert(konn_features_has("tunnel-streams", "tunnel-streams"));
         ck_assert(konn_features_has("a, tunnel-streams ,b", "tunnel-streams"));
@@ -587,6 +610,7 @@ static Suite *h2conn_suite(void) {
         tcase_add_test(tc, test_backpressure_withheld_credits);
         tcase_add_test(tc, test_cancel_keeps_bytes);
         tcase_add_test(tc, test_peer_gone_ends_calls);
+        tcase_add_test(tc, test_metadata_not_indexed);
         suite_add_tcase(s, tc);
         tc = tcase_create("stalled streams");
         tcase_add_checked_fixture(tc, NULL, teardown);

@@ -110,6 +110,8 @@ int h2conn_new(sd_event *e, Transport *t, bool server, const H2ConnSettings *s, 
 H2Conn *h2conn_free(H2Conn *c);
 void h2conn_close(H2Conn *c, int error, const char *reason);  /* async: GOAWAY, flush, on_close(), free */
 Transport *h2conn_transport(H2Conn *c);
+/* Bytes in the HPACK table of headers received (RFC 7541 sizes); for tests and diagnostics. */
+size_t h2conn_hpack_inflate_size(H2Conn *c);
 void h2conn_set_userdata(H2Conn *c, void *userdata);
 
 /* Client: start a call. headers: name/value pairs for extra metadata, NULL-terminated array of 2*n strings. */
