@@ -2,7 +2,6 @@
 #include "config.h"
 
 #include <inttypes.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <systemd/sd-daemon.h>
@@ -312,35 +311,25 @@ size_t manager_n_endpoints(Manager *m) {
         return n;
 }
 
-/* Once nothing is open, give the memory the connections used back to the system (not just to malloc): at once
- * if the last trim is more than a second ago, else when the status timer fires. */
-static void manager_trim(Manager *m) {
-        uint64_t now = 0;
+/* Nothing open: memtrim may give the memory the tunnels used back to the system. */
+static bool manager_idle(void *userdata) {
+        Manager *m = userdata;
 
-        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        if (now < m->trimmed_usec + USEC_PER_SEC)
-                return;
-        m->trimmed_usec = now;
-        bufpool_trim();
-        tls_trim();
-        (void) malloc_trim(0);
+        return manager_n_endpoints(m) == 0 && reverse_n_conns(m) == 0;
 }
 
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
         manager_update_status(m);
-        if (manager_n_endpoints(m) == 0) {
-                m->trimmed_usec = 0;
-                manager_trim(m);
-        }
         return 0;
 }
 
 void manager_status_changed(Manager *m) {
-        if (manager_n_endpoints(m) == 0)
-                manager_trim(m);
         int enabled = SD_EVENT_OFF;
+
+        if (manager_idle(m))
+                memtrim_schedule(&m->trim);
 
         if (!m->status_timer) {
                 if (sd_event_add_time_relative(m->event, &m->status_timer, CLOCK_MONOTONIC, USEC_PER_SEC,
@@ -491,6 +480,7 @@ int manager_new(sd_event *e, AgentConfig *config, Manager **ret) {
                 return -ENOMEM;
         }
         m->event = sd_event_ref(e);
+        memtrim_init(&m->trim, m->event, manager_idle, m);
         m->config = config;
         m->server_count = 1;
         /* Only here: buffers in use keep their size, so a reload cannot change it. */
@@ -523,6 +513,7 @@ Manager *manager_free(Manager *m) {
         reverse_done(m);
         agent_health_done(m);
         m->status_timer = sd_event_source_disable_unref(m->status_timer);
+        memtrim_done(&m->trim);
         m->resolver = resolver_free(m->resolver);
         daemon_stop_wait_done(&m->stop_wait);
         SSL_CTX_free(m->ctx);

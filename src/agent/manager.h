@@ -16,6 +16,7 @@
 #include "health.h"
 #include "daemon.h"
 #include "macro.h"
+#include "memtrim.h"
 #include "resolver.h"
 #include "reverse.h"
 #include "sock.h"
@@ -64,7 +65,7 @@ struct Manager {
         AgentHealth health;
         AgentMetrics metrics;
         sd_event_source *status_timer;  /* coalesces STATUS= updates (at most one a second) */
-        uint64_t trimmed_usec;          /* when memory was last returned to the system */
+        MemTrim trim;                   /* gives memory back once nothing is open */
         DaemonStopWait stop_wait;
         ReverseListener listeners[NAMED_ADDR_MAX];  /* --reverse-listen (reverse.c) */
         unsigned n_listeners;

@@ -2,7 +2,6 @@
 #include "config.h"
 
 #include <inttypes.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -328,35 +327,25 @@ void manager_count_dial_failure(Manager *m, const char *reason) {
         metric_add(m->metrics.dial_failure_count, (const char *const[]){ reason }, 1);
 }
 
-/* Once nothing is open, give the memory the connections used back to the system (not just to malloc): at once
- * if the last trim is more than a second ago, else when the status timer fires. */
-static void manager_trim(Manager *m) {
-        uint64_t now = 0;
+/* Nothing open: memtrim may give the memory the tunnels used back to the system. */
+static bool manager_idle(void *userdata) {
+        Manager *m = userdata;
 
-        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        if (now < m->trimmed_usec + USEC_PER_SEC)
-                return;
-        m->trimmed_usec = now;
-        bufpool_trim();
-        tls_trim();
-        (void) malloc_trim(0);
+        return m->n_tunnels == 0 && m->n_rstreams == 0;
 }
 
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
         manager_update_status(m);
-        if (m->n_tunnels == 0) {
-                m->trimmed_usec = 0;
-                manager_trim(m);
-        }
         return 0;
 }
 
 void manager_status_changed(Manager *m) {
-        if (m->n_tunnels == 0)
-                manager_trim(m);
         int r;
+
+        if (manager_idle(m))
+                memtrim_schedule(&m->trim);
 
         if (m->status_timer) {
                 int enabled = SD_EVENT_OFF;
@@ -692,6 +681,7 @@ int manager_new(sd_event *e, ServerConfig *config, Manager **ret) {
                 return -ENOMEM;
         }
         m->event = sd_event_ref(e);
+        memtrim_init(&m->trim, m->event, manager_idle, m);
         m->config = config;
         /* Only here: buffers in use keep their size, so a reload cannot change it. */
         (void) bufpool_set_chunk_size((size_t) config->relay_chunk_size);
@@ -740,6 +730,7 @@ Manager *manager_free(Manager *m) {
                 (void) unlink(m->frontend_uds_path);
         daemon_stop_wait_done(&m->stop_wait);
         m->status_timer = sd_event_source_disable_unref(m->status_timer);
+        memtrim_done(&m->trim);
         free(m->frontend_uds_path);
         SSL_CTX_free(m->agent_ctx);
         SSL_CTX_free(m->frontend_ctx);

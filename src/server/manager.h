@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "listener.h"
 #include "macro.h"
+#include "memtrim.h"
 #include "resolver.h"
 #include "server-config.h"
 #include "server-forward.h"
@@ -53,7 +54,7 @@ struct Manager {
         ServerMetrics metrics;
         DaemonStopWait stop_wait;
         sd_event_source *status_timer;  /* coalesces STATUS= updates (at most one a second) */
-        uint64_t trimmed_usec;          /* when memory was last returned to the system */
+        MemTrim trim;                   /* gives memory back once nothing is open */
         Cidr *direct_cidrs;             /* --direct-cidrs, parsed (replaced on reload) */
         size_t n_direct_cidrs;
         int64_t direct_last_id;         /* connectIDs of direct tunnels (the server's own numbering) */
