@@ -12,7 +12,9 @@
 #      10 000 descriptors in each daemon and 20 000 in konn-bench, which holds both ends); if the hard limit
 #      is lower it is used when it still covers the idle-tunnel counts, else the script stops and says so;
 #   3. generates a test PKI with tests/gen-certs.sh into a temp dir;
-#   4. starts the konn-to-konn pair (konn-server in http-connect mode on a Unix socket, agent port picked
+#   4. starts the daemons with the malloc tunables the packaged units set (GLIBC_TUNABLES=
+#      glibc.malloc.tcache_count=0; KONN_BENCH_TUNABLES= overrides, empty for glibc's defaults):
+#      the konn-to-konn pair (konn-server in http-connect mode on a Unix socket, agent port picked
 #      at random in 20000..32767 and retried if taken; health/admin listeners off; konn-agent a1) and,
 #      when the hol or echo-1000 scenario runs, a second "classic" pair with --tunnel-streams=false on both daemons;
 #      waits (at most 10 s each) for "Agent '...' connected" in the server's log and checks there that
@@ -64,7 +66,7 @@ while [ $# -gt 0 ]; do
         --no-build) build=0 ;;
         --keep) keep=1 ;;
         --) shift; break ;;
-        -h|--help) sed -n '4,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '4,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run-bench.sh: unknown option '$1'" >&2; usage ;;
         esac
         shift
@@ -220,7 +222,9 @@ sh "$srcdir/tests/gen-certs.sh" "$tmp/certs"
 certs=$tmp/certs
 : >"$tmp/empty.conf"
 
-# 4. Daemons.
+# 4. Daemons, with the malloc tunables the packaged units and the image set (no per-thread cache: see
+# systemd/konn-server.service.in); KONN_BENCH_TUNABLES overrides them ("" = glibc's defaults).
+daemon_tunables=${KONN_BENCH_TUNABLES-glibc.malloc.tcache_count=0}
 random_port() {
         echo $(( $(od -An -N2 -tu2 /dev/urandom) % 12768 + 20000 ))
 }
@@ -247,14 +251,14 @@ start_pair() {
                 attempt=$((attempt + 1))
                 port=$(random_port)
                 : >"$tmp/$1-server.log"
-                "$builddir/konn-server" --config="$tmp/empty.conf" --log-target=stderr \
+                GLIBC_TUNABLES=$daemon_tunables "$builddir/konn-server" --config="$tmp/empty.conf" --log-target=stderr \
                         --mode=http-connect --uds-name="$tmp/$1.sock" --server-port=0 \
                         --agent-port="$port" --agent-bind-address=127.0.0.1 --health-port=0 --admin-port=0 \
                         --cluster-cert="$certs/server.crt" --cluster-key="$certs/server.key" \
                         --cluster-ca-cert="$certs/ca.crt" --server-id="$1" \
                         --tunnel-streams="$3" 2>"$tmp/$1-server.log" &
                 pair_server_pid=$!
-                "$builddir/konn-agent" --config="$tmp/empty.conf" --log-target=stderr \
+                GLIBC_TUNABLES=$daemon_tunables "$builddir/konn-agent" --config="$tmp/empty.conf" --log-target=stderr \
                         --proxy-server-host=127.0.0.1 --proxy-server-port="$port" --ca-cert="$certs/ca.crt" \
                         --agent-cert="$certs/agent.crt" --agent-key="$certs/agent.key" --agent-id="$2" \
                         --health-server-port=0 --admin-server-port=0 \

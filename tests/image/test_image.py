@@ -146,6 +146,9 @@ class ImageContents(unittest.TestCase):
         self.assertRegex(ann["org.opencontainers.image.revision"], r"^[0-9a-f]{40}(-dirty)?$")
         self.assertEqual(a.config["config"]["Labels"], ann)
         self.assertEqual(a.config["config"]["User"], "%d:%d" % (UID, UID))
+        # No per-thread malloc cache, as in the packaged units (memory back after many tunnels close).
+        self.assertEqual(a.config["config"]["Env"],
+                         ["PATH=/usr/sbin:/usr/bin", "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"])
         self.assertEqual(a.config["os"], "linux")
         self.assertEqual(a.config["rootfs"]["diff_ids"], ["sha256:" + hashlib.sha256(a.layer_raw).hexdigest()])
         self.assertEqual(sorted(a.config["config"]["ExposedPorts"]),

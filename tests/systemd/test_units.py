@@ -229,6 +229,7 @@ class UnitFiles(unittest.TestCase):
                 self.assertEqual(values(u, "Service", "Restart"), ["on-failure"])
                 self.assertEqual(values(u, "Service", "User"), [user])
                 self.assertEqual(values(u, "Service", "LimitNOFILE"), ["1048576"])
+                self.assertEqual(values(u, "Service", "Environment"), ["GLIBC_TUNABLES=glibc.malloc.tcache_count=0"])
                 self.assertEqual(values(u, "Service", "CapabilityBoundingSet"), [""])
                 self.assertEqual(values(u, "Service", "RestrictAddressFamilies"), ["AF_UNIX AF_INET AF_INET6"])
                 self.assertEqual(values(u, "Service", "IPAddressDeny"), [])
