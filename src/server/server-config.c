@@ -130,9 +130,10 @@ const ConfKey server_config_table[] = {
             "in flight towards this server"),
         INT("connection-buffer-size", connection_buffer_size, 65536, INT64_C(1) << 40, "134217728",
             "Bytes one agent or frontend connection may leave with this server for readers that are not keeping up (stalled tunnels, whose stream credits are withheld); past it the connection's window stops reopening until they drain. Memory per connection is bounded by this plus the connection window"),
-        INT("max-window-size", max_window_size, 0, INT32_MAX, "0",
-            "Upper bound in bytes to which both windows grow when a round trip carries more than 2/3 of the stream "
-            "window (bandwidth-delay product estimation, as grpc-go; 0, the default: fixed windows; experimental)"),
+        INT("max-window-size", max_window_size, 0, INT32_MAX, "16777216",
+            "Upper bound in bytes to which a stream's receive window grows with the measured bandwidth-delay "
+            "product (a stream grows while its reader keeps up and the link's bandwidth still rises; 0: fixed "
+            "windows)"),
         INT("relay-chunk-size", relay_chunk_size, 16384, 1048576, "131072",
             "Largest read from a CONNECT client and so the largest DATA message sent to agents, in bytes"),
         STRING("reverse-destinations", reverse_destinations, NULL,

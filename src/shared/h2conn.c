@@ -49,6 +49,10 @@ struct GrpcCall {
         size_t unaccounted;  /* received bytes of a partial message: neither consumed nor retained yet */
         size_t cur_retained; /* retained by handlers while one chunk is processed */
         uint64_t withheld;   /* received bytes whose stream credits have not come back (part of conn->held) */
+        uint32_t window;     /* this stream's receive window (grows alone: bdp_on_stream_data()) */
+        uint32_t bdp_epoch;  /* the BDP sample its bdp_rx counts for (0: none) */
+        uint64_t bdp_rx;     /* DATA bytes received during that sample */
+        double bdp_bw_max;   /* the highest bandwidth its samples showed, bytes per microsecond */
         int64_t stream_connect_id; /* DATA message being streamed: its connect_id */
         bool stream_started;       /* ... and its first piece went to the owner */
 
@@ -82,12 +86,16 @@ struct H2Conn {
         bool goaway_seen;       /* the peer's first GOAWAY was handed to on_goaway */
         bool goaway_pending;    /* h2conn_close() from inside nghttp2: GOAWAY submitted once nghttp2 returned */
 
-        /* BDP estimation: one PING at a time, sent with the first DATA received while none is out; the DATA bytes
-         * received until its ACK are what one round trip carried. */
+        /* BDP estimation: one PING at a time, sent once a quarter of the initial stream window arrived while none
+         * was out; the DATA bytes received until its ACK are what one round trip carried (the sample). */
         bool bdp_ping_outstanding;
         uint64_t bdp_sample;
         uint64_t bdp_idle_bytes;   /* received since the last sample: a new one starts after stream_window / 4 */
-        uint32_t stream_window, connection_window; /* current receive windows (they only grow) */
+        uint64_t bdp_sent_usec;    /* when the sample's PING left */
+        uint32_t bdp_epoch;        /* samples started so far; the current or last one */
+        unsigned bdp_n_rtt;        /* round trips measured (the first 10 are averaged) */
+        double bdp_rtt_usec;       /* smoothed round trip */
+        uint32_t stream_window, connection_window; /* initial stream window; connection window (only grows) */
         uint64_t held;          /* received bytes whose stream credits are withheld, all calls */
         uint64_t conn_owed;     /* connection credits not returned yet (while held > settings.held_max) */
         const H2ConnHandler *handler;
@@ -596,6 +604,7 @@ static GrpcCall *call_new(H2Conn *c, int32_t stream_id, bool client) {
         call->stream_id = stream_id;
         call->client = client;
         call->rx_status = -1;
+        call->window = c->stream_window;
         LIST_PREPEND(calls, c->calls, call);
         c->n_calls++;
         return call;
@@ -734,13 +743,24 @@ static const GrpcReaderCallbacks reader_callbacks = {
         .body = on_message_body,
 };
 
-/* Windows follow the bandwidth-delay product, as grpc-go's BDP estimator does: when one round trip carried more
- * than 2/3 of the stream window, the window was what limited it, and both windows grow to twice the sample (at most
- * window_max; they never shrink). The stream window grows through SETTINGS_INITIAL_WINDOW_SIZE (the peer adds the
- * difference to every stream), the connection window with a WINDOW_UPDATE. A sample starts only once a quarter of
- * the stream window has arrived since the last one. */
+/* Windows follow the bandwidth-delay product, per stream. The connection measures the round trip: a PING goes out
+ * once a quarter of the initial stream window has arrived while none is out, and each stream counts the DATA it
+ * received until the ACK (its sample: what one round trip carried for it). As grpc-go's estimator does, a sample
+ * counts only if the bandwidth it shows (sample / 1.5 smoothed round trips) is the stream's highest yet: when the
+ * link is the limit, larger windows bring more bandwidth; when a CPU or a queue is (loopback, a busy peer), they only
+ * bring longer round trips, the bandwidth stays flat and nothing grows. Unlike grpc-go, which grows every window of
+ * a connection together, a stream grows alone, and only when it received more than 2/3 of its window during such a
+ * sample while its reader kept up (it holds at most half its window unconsumed): to twice what it received, at
+ * most window_max, with a WINDOW_UPDATE of its own (nghttp2_session_set_local_window_size()). So a reader that
+ * stopped never grows its window, a tunnel that slows down keeps what it had, and a new tunnel starts at the
+ * initial window and doubles per round trip; what stalled streams hold stays bounded by connection-buffer-size
+ * (conn_credit()). The connection window grows along with the largest stream window. */
+static bool bdp_enabled(const H2Conn *c) {
+        return c->settings.window_max > c->stream_window && c->state == H2_RUNNING;
+}
+
 static void bdp_on_data(H2Conn *c, size_t len) {
-        if (c->settings.window_max <= c->stream_window || c->state != H2_RUNNING)
+        if (!bdp_enabled(c))
                 return;
         if (!c->bdp_ping_outstanding) {
                 /* Only bulk traffic can fill a window: small exchanges (a dial, a request and its answer) never
@@ -753,32 +773,72 @@ static void bdp_on_data(H2Conn *c, size_t len) {
                 c->bdp_idle_bytes = 0;
                 c->bdp_ping_outstanding = true;
                 c->bdp_sample = 0;
+                c->bdp_epoch = c->bdp_epoch == UINT32_MAX ? 1 : c->bdp_epoch + 1;
+                (void) sd_event_now(c->event, CLOCK_MONOTONIC, &c->bdp_sent_usec);
                 h2conn_schedule(c);
         }
         c->bdp_sample += len;
 }
 
 static void bdp_on_ack(H2Conn *c) {
-        uint64_t want;
-        uint32_t w;
+        uint64_t now = 0;
+        double rtt;
 
         c->bdp_ping_outstanding = false;
-        if (c->bdp_sample * 3 < (uint64_t) c->stream_window * 2)
+        if (sd_event_now(c->event, CLOCK_MONOTONIC, &now) < 0 || now <= c->bdp_sent_usec)
                 return;
-        want = MIN(c->bdp_sample * 2, (uint64_t) c->settings.window_max);
-        if (want <= c->stream_window)
+        rtt = (double) (now - c->bdp_sent_usec);
+        c->bdp_n_rtt++;
+        if (c->bdp_n_rtt <= 10)
+                c->bdp_rtt_usec += (rtt - c->bdp_rtt_usec) / c->bdp_n_rtt;
+        else
+                c->bdp_rtt_usec += (rtt - c->bdp_rtt_usec) * 0.9;
+}
+
+/* One stream's sample is complete: grow its window if the sample allows (see above). */
+static void bdp_stream_sample(GrpcCall *call) {
+        H2Conn *c = call->conn;
+        uint64_t want;
+        double bw;
+
+        if (c->bdp_rtt_usec <= 0)
                 return;
-        w = (uint32_t) want;
-        if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE,
-                                    &(const nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, w }, 1) != 0)
+        /* A saturated round trip carries at most about 1.5 times the bandwidth-delay product. */
+        bw = (double) call->bdp_rx / (c->bdp_rtt_usec * 1.5);
+        if (bw < call->bdp_bw_max)
                 return;
-        c->stream_window = w;
-        if (w > c->connection_window &&
-            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, (int32_t) w) == 0)
-                c->connection_window = w;
-        log_debug("HTTP/2 receive windows grown to %" PRIu32 " bytes per stream, %" PRIu32 " per connection "
-                  "(%" PRIu64 " bytes in one round trip).", c->stream_window, c->connection_window, c->bdp_sample);
+        call->bdp_bw_max = bw;
+        if (call->bdp_rx * 3 <= (uint64_t) call->window * 2 || call->withheld > call->window / 2)
+                return;
+        want = MIN(call->bdp_rx * 2, (uint64_t) c->settings.window_max);
+        if (want <= call->window ||
+            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, call->stream_id, (int32_t) want) != 0)
+                return;
+        call->window = (uint32_t) want;
+        if (want > c->connection_window &&
+            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, (int32_t) want) == 0)
+                c->connection_window = (uint32_t) want;
+        log_debug("HTTP/2 receive window of stream %" PRIi32 " grown to %" PRIu32 " bytes "
+                  "(%" PRIu64 " bytes in one round trip of %.1f ms).", call->stream_id, call->window, call->bdp_rx,
+                  c->bdp_rtt_usec / 1000.0);
         h2conn_schedule(c);
+}
+
+/* DATA for one stream: complete its last sample if that ended, and count the bytes into the current one. */
+static void bdp_on_stream_data(GrpcCall *call, size_t len) {
+        H2Conn *c = call->conn;
+
+        if (!bdp_enabled(c))
+                return;
+        if (call->bdp_epoch != 0 && (call->bdp_epoch != c->bdp_epoch || !c->bdp_ping_outstanding)) {
+                bdp_stream_sample(call);
+                call->bdp_epoch = 0;
+                call->bdp_rx = 0;
+        }
+        if (!c->bdp_ping_outstanding)
+                return;
+        call->bdp_epoch = c->bdp_epoch;
+        call->bdp_rx += len;
 }
 
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
@@ -799,6 +859,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
         }
         call->withheld += len;
         c->held += len;
+        bdp_on_stream_data(call, len);
         call->unaccounted += len;
         call->cur_retained = 0;
         r = grpc_reader_feed_stream(&call->reader, data, len, &reader_callbacks, call);

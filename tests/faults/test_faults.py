@@ -3,7 +3,8 @@
 """Fault injection (issue 13): konn-server in a "control plane" namespace, konn-agent and its targets in a "node"
 namespace, joined by one veth pair (tests/faults/netlab.py), and the faults of a real network between them: loss and
 delay (the NFQUEUE delay line), a blackhole, an injected RST, NAT state loss (conntrack flush), an asymmetric
-partition, a target that never reads and one that black-holes SYNs. Root only; skipped with the reason otherwise.
+partition, a target that never reads and one that black-holes SYNs; and on a 40 ms link, that HTTP/2 windows grow
+per stream while readers keep up and not for readers that stopped. Root only; skipped with the reason otherwise.
 
 Measured figures (recovery times, throughput beside plain TCP over the same link) go to stderr as "[fault: ...]"
 and, with KONN_FAULTS_REPORT=path, as JSON lines to that file. KONN_FAULTS_FULL=1 (make check-faults FULL=1) runs
@@ -12,6 +13,7 @@ KONN_FAULTS_SERVER_ARGS / KONN_FAULTS_AGENT_ARGS add flags to every daemon (e.g.
 
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -167,6 +169,117 @@ class FaultTest(hatest.HaTestCase):
         stats = lab.stop_delay()
         report("loss1pct_rtt40ms_256MiB", **figures, delayline=";".join(stats))
         self.assertTrue(all("dropped=0 " not in x for x in stats), stats)  # loss really happened
+
+    def test_windows_grow_on_long_link(self):
+        """40 ms RTT and default settings: a bulk tunnel's stream window grows past the initial 1 MiB on the
+        receiving side (the agent for an upload, the server for a download), one debug line per step, and the
+        bytes arrive intact. A second upload on the same agent connection grows its own window again (the
+        bandwidth a stream must beat to grow is its own, not the fastest one's before it). MB/s reported."""
+        lab = self.lab
+        size = kt.big(64 * kt.MIB)
+        grown = r"^HTTP/2 receive window of stream (\d+) grown to (\d+) bytes \((\d+) bytes in one round trip"
+        # The delay first, so TCP's round-trip estimates are the link's (BBR keeps a connection's minimum round trip
+        # for 10 s, and a connection made before the delay paces as if it were still on loopback).
+        lab.delay(40, 0)
+        s, a = self.start(server_extra=["--log-level=debug"], agent_extra=["--log-level=debug"])
+        with lab.inside(lab.node):
+            sink = self.track(kt.SinkServer(host=lab.node_addr))
+            src = self.track(kt.SourceServer(size, seed=81, host=lab.node_addr))
+        figures = {}
+
+        def windows(d, since):
+            """{stream id: largest window} of the growth lines since the mark."""
+            out = {}
+            for x in d.find(grown, since=since):
+                m = re.search(grown, x.message)
+                out[int(m.group(1))] = max(out.get(int(m.group(1)), 0), int(m.group(2)))
+            return out
+
+        for i in (1, 2):
+            ma = a.mark()
+            c = self.tunnel_via(s, sink.addr)
+            c.settimeout(T(300))
+            p = kt.Pattern(size, seed=80 + i)
+            t0 = time.monotonic()
+            tt.send_pattern(c, p)
+            c.close()
+            rec = sink.wait_conns(i)[i - 1]
+            self.assertTrue(rec.done.wait(T(300)), "sink did not see EOF")
+            figures["up%d_MBps" % i] = round(size / (time.monotonic() - t0) / 1e6, 1)
+            self.assertEqual(rec.nbytes, size)
+            self.assertEqual(rec.sha.hexdigest(), p.sha256())
+            figures["up%d_windows" % i] = windows(a, ma)
+
+        ms = s.mark()
+        t0 = time.monotonic()
+        c = self.tunnel_via(s, src.addr)
+        c.settimeout(T(300))
+        n, sha = tt.read_eof_hash(c)
+        figures["down_MBps"] = round(size / (time.monotonic() - t0) / 1e6, 1)
+        self.assertEqual(n, size)
+        self.assertEqual(sha, kt.Pattern(size, seed=81).sha256())
+        figures["down_windows"] = windows(s, ms)
+        lab.stop_delay()
+        report("window_growth_rtt40ms_64MiB", **{k: str(v).replace(" ", "") for k, v in figures.items()})
+        for side in ("up1", "up2", "down"):
+            w = figures[side + "_windows"]
+            self.assertEqual(len(w), 1, "%s: one stream grew: %r" % (side, w))
+            self.assertGreater(max(w.values()), 1024 * 1024, side)
+            self.assertLessEqual(max(w.values()), 16 * 1024 * 1024, side)
+        self.assertNotEqual(figures["up1_windows"].keys(), figures["up2_windows"].keys())
+
+    def test_stalled_readers_on_long_link(self):
+        """40 ms RTT, default (growing) windows: 24 clients that never read hold tunnels whose sources stream
+        forever. Windows grow only while a reader keeps up, so the stalled streams hold little more than their
+        initial windows between them, and a bulk echo through the same agent still flows, byte-exact."""
+        lab = self.lab
+        lab.delay(40, 0)
+        s, a = self.start(server_extra=["--log-level=debug"])
+        with lab.inside(lab.node):
+            source = self.track(kt.SourceServer(None, seed=91, host=lab.node_addr))
+        ms, rss0 = s.mark(), s.rss_kib()
+        stalled = []
+        for _ in range(24):
+            c = self.tunnel_via(s, source.addr)
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.append(c)
+        recs = source.wait_conns(24)
+        last = [None]
+
+        def all_blocked():
+            now = [r.sent for r in recs]
+            if all(now) and now == last[0]:
+                return True
+            last[0] = now
+            time.sleep(1)
+            return False
+        self.wait_until(all_blocked, 120, "every stalled tunnel's source to block")
+        grown = s.find(r"^HTTP/2 receive window of stream \d+ grown to", since=ms)
+        rss = s.rss_kib() - rss0
+        report("stalled_readers_rtt40ms", tunnels=24, sent_by_sources=sum(r.sent for r in recs),
+               server_rss_growth_kib=rss, windows_grown=len(grown))
+        # No stalled stream grew (its reader took ~200 KB and stopped: it never held less than half its window
+        # while a round trip brought 2/3 of it), so the server holds their 24 initial windows of 1 MiB at most.
+        self.assertEqual([x.message for x in grown], [])
+        self.assertLess(rss, 48 * 1024)
+        c = self.tunnel_via(s, self.echo.addr)
+        c.settimeout(T(120))
+        data = kt.Pattern(8 * kt.MIB, seed=92).bytes()
+        got = bytearray()
+
+        def reader():
+            while len(got) < len(data):
+                b = c.sock.recv(1 << 20)
+                if not b:
+                    return
+                got.extend(b)
+        r = threading.Thread(target=reader, daemon=True)
+        r.start()
+        c.sock.sendall(data)
+        r.join(T(120))
+        self.assertEqual(bytes(got), data)
+        for x in stalled:
+            x.close()
 
     def blackhole_cycle(self, s, a, seconds, held):
         """One blackhole of `seconds`: returns (server notice, agent notice, recovery) in seconds."""

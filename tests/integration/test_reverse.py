@@ -179,7 +179,8 @@ class Reverse(konntest.KonnTestCase):
         self.stalled_readers_leave_others_flowing(24)
 
     def test_stalled_readers_with_growing_windows(self):
-        # With the BDP estimator on, three or four stalled streams whose windows grew would be enough.
+        # Windows that grew together (the estimator before issue 14's per-stream growth) let three or four stalled
+        # streams exhaust the connection; named explicitly so the test keeps its meaning if the default changes.
         self.stalled_readers_leave_others_flowing(6, extra=["--max-window-size=16777216"])
 
     def test_name_not_allowed_is_refused_with_one_line_each_side(self):
