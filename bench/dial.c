@@ -110,6 +110,76 @@ static int dial_concurrent(Bench *b, const char *what, const char *uds, uint16_t
         return r < 0 ? r : 0;
 }
 
+/* The wake-up floor, measured in the same run: the median of one process wake-up on this machine from one CPU to
+ * another (half a round trip of one byte between two processes pinned to CPUs 0 and 1, over a socketpair, each
+ * blocked in read()). On this 2-core VM that costs about 20 us, against 4 us between two processes on one CPU: an
+ * idle vCPU must be woken. A sequential dial leaves the CPUs idle between its steps, so its hops are of the first
+ * kind when they change CPU. A direct dial's first byte needs two (the
+ * target on the connection, the client on the byte); through konn the byte crosses six (server on the CONNECT,
+ * agent on the DIAL_REQ, target on the connection, agent on the byte, server on its DATA, client on it), whatever
+ * the daemons do in between. */
+#define WAKE_ROUNDS 4000
+
+static int measure_wakeup_usec(double *ret) {
+        _cleanup_free_ uint64_t *rtt = calloc(WAKE_ROUNDS, sizeof(uint64_t));
+        int sv[2], r = 0, status;
+        cpu_set_t saved, one;
+        pid_t pid;
+        char c = 'w';
+
+        if (!rtt)
+                return -ENOMEM;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        if (sched_getaffinity(0, sizeof(saved), &saved) < 0) {
+                r = -errno;
+                goto out;
+        }
+        if (CPU_COUNT(&saved) >= 2) {
+                CPU_ZERO(&one);
+                CPU_SET(0, &one);
+                (void) sched_setaffinity(0, sizeof(one), &one);
+        }
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                (void) sched_setaffinity(0, sizeof(saved), &saved);
+                goto out;
+        }
+        if (pid == 0) {
+                if (CPU_COUNT(&saved) >= 2) {
+                        CPU_ZERO(&one);
+                        CPU_SET(1, &one);
+                        (void) sched_setaffinity(0, sizeof(one), &one);
+                }
+                (void) close(sv[0]);
+                for (unsigned i = 0; i < WAKE_ROUNDS; i++)
+                        if (read(sv[1], &c, 1) != 1 || write(sv[1], &c, 1) != 1)
+                                break;
+                _exit(0);
+        }
+        for (unsigned i = 0; i < WAKE_ROUNDS; i++) {
+                uint64_t t0 = now_usec();
+
+                if (write(sv[0], &c, 1) != 1 || read(sv[0], &c, 1) != 1) {
+                        r = -EIO;
+                        break;
+                }
+                rtt[i] = now_usec() - t0;
+        }
+        (void) shutdown(sv[0], SHUT_RDWR);
+        (void) waitpid(pid, &status, 0);
+        (void) sched_setaffinity(0, sizeof(saved), &saved);
+        if (r >= 0) {
+                qsort(rtt, WAKE_ROUNDS, sizeof(uint64_t), cmp_u64);
+                *ret = (double) percentile(rtt, WAKE_ROUNDS, 50) / 2.0;
+        }
+out:
+        (void) close(sv[0]);
+        (void) close(sv[1]);
+        return r;
+}
+
 int run_dial(Bench *b, Scenario sc, unsigned run) {
         unsigned count = sc == SCENARIO_DIAL ? arg_dials : arg_concurrent_dials;
         uint16_t port = b->target.port[TROLE_HELLO];
@@ -164,6 +234,21 @@ int run_dial(Bench *b, Scenario sc, unsigned run) {
                 if (r > 0)
                         row_add(row(b, sc, name, "CPU server+agent per dial", "us", 1, TARGET_NONE, 0), tr,
                                 (cpu_s[0] + cpu_s[1]) * 1e6 / count);
+        }
+        if (sc == SCENARIO_DIAL) {
+                double wake = 0;
+
+                r = measure_wakeup_usec(&wake);
+                if (r < 0) {
+                        fail("%s: measuring a wake-up: %s", name, strerror(-r));
+                        return r;
+                }
+                row_add(row(b, sc, name, "one wake-up, CPU 0 to 1 (ping-pong / 2)", "us", 1, TARGET_NONE, 0),
+                        TRANSPORT_DIRECT, wake);
+                row_add(row(b, sc, name, "wake-up floor: 2 direct, 6 via konn", "ms", 3, TARGET_NONE, 0),
+                        TRANSPORT_DIRECT, 2 * wake / 1e3);
+                row_add(row(b, sc, name, "wake-up floor: 2 direct, 6 via konn", "ms", 3, TARGET_NONE, 0),
+                        TRANSPORT_KONN, 6 * wake / 1e3);
         }
         return 0;
 }

@@ -24,6 +24,8 @@
  *                 again: RSS - idle RSS; direct opens the same N connections (the open rate is the paired
  *                 figure);
  *   dial          sequential: connect (+ CONNECT) until the target's first byte, --dials times, p50/p99;
+ *                 and its wake-up floor, measured in the same run: one process wake-up from CPU 0 to CPU 1,
+ *                 times the wake-ups a first byte needs (2 direct, 6 through konn);
  *   dial-concurrent  --dialers clients dialling back to back, --concurrent-dials in all: p50/p99, dials/s;
  *   upload, download, echo  one tunnel, --size bytes (echo: both directions at once), XXH64-checked;
  *   hol           head-of-line: tunnel A downloads for --hol-seconds alone, then again while tunnel B's
