@@ -357,27 +357,51 @@ static const struct {
           "idle-tunnels 10000" },
 };
 
+/* How many of the target's rows were judged (*ret_n) and met (*ret_met); name overrides the target's row name. */
+static void target_count(const Bench *b, size_t t, const char *name, unsigned *ret_n, unsigned *ret_met) {
+        unsigned n = 0, met = 0;
+
+        name = name ?: issue_targets[t].name;
+        for (unsigned i = 0; i < b->n_rows; i++) {
+                const Row *r = &b->rows[i];
+                int k;
+
+                if (r->scenario != issue_targets[t].scenario || r->target == TARGET_NONE)
+                        continue;
+                if (name && !streq(r->name, name))
+                        continue;
+                k = row_met(r);
+                if (k < 0)
+                        continue;
+                n++;
+                met += k;
+        }
+        *ret_n = n;
+        *ret_met = met;
+}
+
 void print_targets(const Bench *b) {
         printf("\nTargets of the performance issue (met / NOT met / not measured):\n");
         for (size_t t = 0; t < ELEMENTSOF(issue_targets); t++) {
-                unsigned n = 0, met = 0;
+                unsigned n, met, largest = 0;
+                char at[64] = "";
 
-                for (unsigned i = 0; i < b->n_rows; i++) {
-                        const Row *r = &b->rows[i];
-                        int k;
+                target_count(b, t, NULL, &n, &met);
+                if (n == 0 && issue_targets[t].scenario == SCENARIO_IDLE_TUNNELS) {
+                        /* 10 000 needs 2 x 10 000 + 512 descriptors in konn-bench; where the hard limit is lower,
+                         * judge the largest count that ran, and say so. */
+                        char name[64];
 
-                        if (r->scenario != issue_targets[t].scenario || r->target == TARGET_NONE)
-                                continue;
-                        if (issue_targets[t].name && !streq(r->name, issue_targets[t].name))
-                                continue;
-                        k = row_met(r);
-                        if (k < 0)
-                                continue;
-                        n++;
-                        met += k;
+                        for (unsigned i = 0; i < arg_n_idle_tunnels; i++)
+                                largest = MAX(largest, arg_idle_tunnels[i]);
+                        (void) snprintf(name, sizeof(name), "idle-tunnels %u", largest);
+                        if (largest >= IDLE_TARGET_MIN_TUNNELS)
+                                target_count(b, t, name, &n, &met);
+                        if (n > 0)
+                                (void) snprintf(at, sizeof(at), " at %u tunnels (10 000 not run)", largest);
                 }
-                printf("  %-78s %s\n", issue_targets[t].what,
-                       n == 0 ? "not measured" : met == n ? "met" : "NOT met");
+                printf("  %-78s %s%s\n", issue_targets[t].what,
+                       n == 0 ? "not measured" : met == n ? "met" : "NOT met", at);
         }
         printf("  %-78s %s\n", "long link (20 ms each way): >= 0.8 of plain TCP each direction, >= 0.5 with 1 % loss",
                "not measured by konn-bench (needs the fault suite's network namespaces)");
