@@ -114,6 +114,32 @@ class FaultTest(hatest.HaTestCase):
         self.assert_echo(c, what)
         c.close()
 
+    def konn_upload(self, s, sink, size, seed, nth):
+        """size bytes of Pattern(size, seed) through konn to sink (its nth connection), byte-exact; MB/s."""
+        c = self.tunnel_via(s, sink.addr)
+        c.settimeout(T(600))
+        p = kt.Pattern(size, seed=seed)
+        t0 = time.monotonic()
+        tt.send_pattern(c, p)
+        c.close()
+        rec = sink.wait_conns(nth)[nth - 1]
+        self.assertTrue(rec.done.wait(T(600)), "sink did not see EOF")
+        mbps = round(size / (time.monotonic() - t0) / 1e6, 1)
+        self.assertEqual(rec.nbytes, size)
+        self.assertEqual(rec.sha.hexdigest(), p.sha256())
+        return mbps
+
+    def konn_download(self, s, src, size, seed):
+        """Everything src (a SourceServer of Pattern(size, seed)) sends, through konn, byte-exact; MB/s."""
+        t0 = time.monotonic()
+        c = self.tunnel_via(s, src.addr)
+        c.settimeout(T(600))
+        n, sha = tt.read_eof_hash(c)
+        mbps = round(size / (time.monotonic() - t0) / 1e6, 1)
+        self.assertEqual(n, size)
+        self.assertEqual(sha, kt.Pattern(size, seed=seed).sha256())
+        return mbps
+
     # -- scenarios -------------------------------------------------------------------------------------------
 
     def test_loss_and_delay_throughput(self):
@@ -128,26 +154,9 @@ class FaultTest(hatest.HaTestCase):
         figures = {}
 
         # konn, upload: client (control plane) -> server -> agent -> sink (node).
-        c = self.tunnel_via(s, sink.addr)
-        c.settimeout(T(600))
-        p = kt.Pattern(BULK, seed=70)
-        t0 = time.monotonic()
-        tt.send_pattern(c, p)
-        c.close()
-        rec = sink.wait_conns(1)[0]
-        self.assertTrue(rec.done.wait(T(600)), "sink did not see EOF")
-        figures["konn_up_MBps"] = round(BULK / (time.monotonic() - t0) / 1e6, 1)
-        self.assertEqual(rec.nbytes, BULK)
-        self.assertEqual(rec.sha.hexdigest(), p.sha256())
-
+        figures["konn_up_MBps"] = self.konn_upload(s, sink, BULK, 70, 1)
         # konn, download: source (node) -> agent -> server -> client.
-        t0 = time.monotonic()
-        c = self.tunnel_via(s, src.addr)
-        c.settimeout(T(600))
-        n, sha = tt.read_eof_hash(c)
-        figures["konn_down_MBps"] = round(BULK / (time.monotonic() - t0) / 1e6, 1)
-        self.assertEqual(n, BULK)
-        self.assertEqual(sha, kt.Pattern(BULK, seed=71).sha256())
+        figures["konn_down_MBps"] = self.konn_download(s, src, BULK, 71)
 
         # Plain TCP across the same link, both directions (control plane <-> node address).
         for direction, target in (("up", sink), ("down", src)):
@@ -197,27 +206,10 @@ class FaultTest(hatest.HaTestCase):
 
         for i in (1, 2):
             ma = a.mark()
-            c = self.tunnel_via(s, sink.addr)
-            c.settimeout(T(300))
-            p = kt.Pattern(size, seed=80 + i)
-            t0 = time.monotonic()
-            tt.send_pattern(c, p)
-            c.close()
-            rec = sink.wait_conns(i)[i - 1]
-            self.assertTrue(rec.done.wait(T(300)), "sink did not see EOF")
-            figures["up%d_MBps" % i] = round(size / (time.monotonic() - t0) / 1e6, 1)
-            self.assertEqual(rec.nbytes, size)
-            self.assertEqual(rec.sha.hexdigest(), p.sha256())
+            figures["up%d_MBps" % i] = self.konn_upload(s, sink, size, 80 + i, i)
             figures["up%d_windows" % i] = windows(a, ma)
-
         ms = s.mark()
-        t0 = time.monotonic()
-        c = self.tunnel_via(s, src.addr)
-        c.settimeout(T(300))
-        n, sha = tt.read_eof_hash(c)
-        figures["down_MBps"] = round(size / (time.monotonic() - t0) / 1e6, 1)
-        self.assertEqual(n, size)
-        self.assertEqual(sha, kt.Pattern(size, seed=81).sha256())
+        figures["down_MBps"] = self.konn_download(s, src, size, 81)
         figures["down_windows"] = windows(s, ms)
         lab.stop_delay()
         report("window_growth_rtt40ms_64MiB", **{k: str(v).replace(" ", "") for k, v in figures.items()})
@@ -244,16 +236,7 @@ class FaultTest(hatest.HaTestCase):
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             stalled.append(c)
         recs = source.wait_conns(24)
-        last = [None]
-
-        def all_blocked():
-            now = [r.sent for r in recs]
-            if all(now) and now == last[0]:
-                return True
-            last[0] = now
-            time.sleep(1)
-            return False
-        self.wait_until(all_blocked, 120, "every stalled tunnel's source to block")
+        self.wait_sources_blocked(recs, 120, "every stalled tunnel's source to block", interval=1)
         grown = s.find(r"^HTTP/2 receive window of stream \d+ grown to", since=ms)
         rss = s.rss_kib() - rss0
         report("stalled_readers_rtt40ms", tunnels=24, sent_by_sources=sum(r.sent for r in recs),

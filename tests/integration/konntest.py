@@ -1151,6 +1151,20 @@ class KonnTestCase(unittest.TestCase):
                 raise AssertionError("timed out after %.1f s waiting for %s" % (T(timeout), what))
             time.sleep(0.01)
 
+    def wait_sources_blocked(self, recs, timeout, what, interval=0.5):
+        """Wait until every SourceServer connection in recs has sent something and none sent more in the last
+        `interval` seconds (their readers stopped and every buffer on the way is full)."""
+        last = [None]
+
+        def all_blocked():
+            now = [r.sent for r in recs]
+            if all(now) and now == last[0]:
+                return True
+            last[0] = now
+            time.sleep(interval)
+            return False
+        self.wait_until(all_blocked, timeout, what)
+
 
 def main():
     """unittest.main() plus one machine-readable line for run-all.sh: "konn-summary: ran=N failed=F skipped=S",

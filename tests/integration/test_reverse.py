@@ -155,16 +155,7 @@ class Reverse(konntest.KonnTestCase):
         for c in stalled:
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         recs = source.wait_conns(n)
-        last = [None]
-
-        def all_blocked():
-            now = [r.sent for r in recs]
-            if all(now) and now == last[0]:
-                return True
-            last[0] = now
-            time.sleep(0.5)
-            return False
-        self.wait_until(all_blocked, 90, "every stalled connection's source to block")
+        self.wait_sources_blocked(recs, 90, "every stalled connection's source to block")
         # Between them the stalled streams hold more than the agent's connection window (16 MiB) ...
         self.assertGreater(sum(r.sent for r in recs), 16 * MIB)
         # ... and a connection of the same agent still flows: 4 MiB echoed byte-exact.
