@@ -87,9 +87,8 @@ struct H2Conn {
         bool goaway_pending;    /* h2conn_close() from inside nghttp2: GOAWAY submitted once nghttp2 returned */
 
         /* BDP estimation: one PING at a time, sent once a quarter of the initial stream window arrived while none
-         * was out; the DATA bytes received until its ACK are what one round trip carried (the sample). */
+         * was out; each stream counts the DATA it received until the ACK (GrpcCall.bdp_rx). */
         bool bdp_ping_outstanding;
-        uint64_t bdp_sample;
         uint64_t bdp_idle_bytes;   /* received since the last sample: a new one starts after stream_window / 4 */
         uint64_t bdp_sent_usec;    /* when the sample's PING left */
         uint32_t bdp_epoch;        /* samples started so far; the current or last one */
@@ -772,12 +771,10 @@ static void bdp_on_data(H2Conn *c, size_t len) {
                         return;
                 c->bdp_idle_bytes = 0;
                 c->bdp_ping_outstanding = true;
-                c->bdp_sample = 0;
                 c->bdp_epoch = c->bdp_epoch == UINT32_MAX ? 1 : c->bdp_epoch + 1;
                 (void) sd_event_now(c->event, CLOCK_MONOTONIC, &c->bdp_sent_usec);
                 h2conn_schedule(c);
         }
-        c->bdp_sample += len;
 }
 
 static void bdp_on_ack(H2Conn *c) {
@@ -1062,6 +1059,18 @@ static size_t build_nv(nghttp2_nv *nv, size_t n, const char *name, const char *v
 
 #define METADATA_MAX 16
 
+/* Metadata values are per call (a tunnel stream's dial and connect IDs): they are kept out of the HPACK tables,
+ * where each new value would evict an old entry and take a fresh allocation on both sides. After 9 000 tunnel
+ * streams those entries, allocated during the peak and scattered over its heap, kept about 100 pages of konn-server
+ * resident once everything had closed. */
+static size_t build_metadata(nghttp2_nv *nv, size_t n, char *const *metadata) {
+        for (size_t i = 0; metadata && metadata[i] && metadata[i + 1] && i / 2 < METADATA_MAX; i += 2) {
+                n = build_nv(nv, n, metadata[i], metadata[i + 1]);
+                nv[n - 1].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+        }
+        return n;
+}
+
 int grpc_call_start(H2Conn *c, const char *path, const char *authority, char *const *metadata,
                     const GrpcCallHandler *h, void *userdata, GrpcCall **ret) {
         nghttp2_nv nv[8 + METADATA_MAX];
@@ -1089,14 +1098,7 @@ int grpc_call_start(H2Conn *c, const char *path, const char *authority, char *co
         n = build_nv(nv, n, "content-type", "application/grpc");
         n = build_nv(nv, n, "te", "trailers");
         n = build_nv(nv, n, "user-agent", "konn/" PACKAGE_VERSION);
-        /* Metadata values are per call (a tunnel stream's dial and connect IDs): kept out of the HPACK tables, where
-         * each new value would evict an old entry and take a fresh allocation on both sides. After 9 000 tunnel
-         * streams those entries, allocated during the peak and scattered over its heap, kept about 100 pages of
-         * konn-server resident once everything had closed. */
-        for (size_t i = 0; metadata && metadata[i] && metadata[i + 1] && i / 2 < METADATA_MAX; i += 2) {
-                n = build_nv(nv, n, metadata[i], metadata[i + 1]);
-                nv[n - 1].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
-        }
+        n = build_metadata(nv, n, metadata);
         prd = (nghttp2_data_provider){ .source.ptr = call, .read_callback = on_data_read };
         id = nghttp2_submit_request(c->session, NULL, nv, n, &prd, call);
         if (id < 0) {
@@ -1117,14 +1119,7 @@ int grpc_call_accept(GrpcCall *call, char *const *metadata, const GrpcCallHandle
 
         n = build_nv(nv, n, ":status", "200");
         n = build_nv(nv, n, "content-type", "application/grpc");
-        /* Metadata values are per call (a tunnel stream's dial and connect IDs): kept out of the HPACK tables, where
-         * each new value would evict an old entry and take a fresh allocation on both sides. After 9 000 tunnel
-         * streams those entries, allocated during the peak and scattered over its heap, kept about 100 pages of
-         * konn-server resident once everything had closed. */
-        for (size_t i = 0; metadata && metadata[i] && metadata[i + 1] && i / 2 < METADATA_MAX; i += 2) {
-                n = build_nv(nv, n, metadata[i], metadata[i + 1]);
-                nv[n - 1].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
-        }
+        n = build_metadata(nv, n, metadata);
         prd = (nghttp2_data_provider){ .source.ptr = call, .read_callback = on_data_read };
         if (nghttp2_submit_response(c->session, call->stream_id, nv, n, &prd) != 0)
                 return -EIO;
