@@ -231,20 +231,15 @@ static int on_admin(const HttpRequest *req, HttpResponse *ret, void *userdata) {
 }
 
 void agent_trace(Manager *m, const TraceEvent *ev) {
-        admin_count_event(&m->health.admin_state, ev);
-        if (ev->type == TRACE_CLOSED) {
-                m->health.closed_bytes_in += ev->bytes_in;
-                m->health.closed_bytes_out += ev->bytes_out;
-        }
-        trace_publish(&m->health.trace, ev);
+        daemon_health_event(&m->health, ev);
 }
 
 int agent_health_init(Manager *m) {
         int r;
 
-        m->health.registry = metrics_registry_new();
-        if (!m->health.registry)
-                return log_oom();
+        r = daemon_health_init(&m->health, m->event);
+        if (r < 0)
+                return r;
         r = agent_metrics_init(m->health.registry, &m->metrics);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up metrics: %m");
@@ -257,29 +252,16 @@ int agent_health_init(Manager *m) {
                                      "Node to control plane connections open now, by listener name.",
                                      (const char *const[]){ "name", NULL }, NULL, 0);
         metrics_add_process_collector(m->health.registry);
-        trace_hub_init(&m->health.trace, m->event);
-        admin_state_init(&m->health.admin_state);
         return 0;
 }
 
 int agent_health_start(Manager *m) {
         const AgentConfig *c = m->config;
-        int r;
 
-        r = daemon_listen_http(m->event, "health", c->health_server_host, c->health_server_port, on_health, m, &m->health.health);
-        if (r < 0)
-                return r;
-        r = daemon_listen_http(m->event, "admin", c->admin_bind_address, c->admin_server_port, on_admin, m,
-                               &m->health.admin);
-        if (r < 0)
-                return r;
-        return admin_listen_unix(&m->health.admin_state, m->event, c->admin_socket, on_admin, m);
+        return daemon_health_listen(&m->health, m->event, c->health_server_host, c->health_server_port, on_health,
+                                    c->admin_bind_address, c->admin_server_port, c->admin_socket, on_admin, m);
 }
 
 void agent_health_done(Manager *m) {
-        m->health.health = http_server_free(m->health.health);
-        m->health.admin = http_server_free(m->health.admin);
-        trace_hub_done(&m->health.trace);
-        admin_state_done(&m->health.admin_state);
-        m->health.registry = metrics_registry_free(m->health.registry);
+        daemon_health_done(&m->health);
 }

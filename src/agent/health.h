@@ -14,13 +14,7 @@
 #include "metrics.h"
 #include "trace.h"
 
-typedef struct AgentHealth {
-        HttpServer *health, *admin;   /* admin: the TCP admin port; the admin Unix socket is in admin_state */
-        MetricsRegistry *registry;
-        TraceHub trace;
-        AdminState admin_state;
-        uint64_t closed_bytes_in, closed_bytes_out; /* of connections already closed, for /v1/status */
-} AgentHealth;
+typedef DaemonHealth AgentHealth;
 
 int agent_health_init(Manager *m);
 int agent_health_start(Manager *m);

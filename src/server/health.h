@@ -14,13 +14,7 @@
 #include "server-forward.h"
 #include "trace.h"
 
-typedef struct ServerHealth {
-        HttpServer *health, *admin;   /* admin: the TCP admin port; the admin Unix socket is in admin_state */
-        MetricsRegistry *registry;
-        TraceHub trace;
-        AdminState admin_state;
-        uint64_t closed_bytes_in, closed_bytes_out; /* of tunnels already closed, for /v1/status */
-} ServerHealth;
+typedef DaemonHealth ServerHealth;
 
 /* Registry and families; before listeners, so every module can count from the start. */
 int server_health_init(Manager *m);

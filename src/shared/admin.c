@@ -133,3 +133,43 @@ void admin_peer_address(int fd, char *buf, size_t size) {
         if (!sock_addr_to_string(&a, len, buf, size))
                 buf[0] = '\0';
 }
+
+int daemon_health_init(DaemonHealth *h, sd_event *e) {
+        h->registry = metrics_registry_new();
+        if (!h->registry)
+                return log_oom();
+        trace_hub_init(&h->trace, e);
+        admin_state_init(&h->admin_state);
+        return 0;
+}
+
+int daemon_health_listen(DaemonHealth *h, sd_event *e, const char *health_bind, int64_t health_port,
+                         http_handler_t on_health, const char *admin_bind, int64_t admin_port,
+                         const char *admin_socket, http_handler_t on_admin, void *userdata) {
+        int r;
+
+        r = daemon_listen_http(e, "health", health_bind, health_port, on_health, userdata, &h->health);
+        if (r < 0)
+                return r;
+        r = daemon_listen_http(e, "admin", admin_bind, admin_port, on_admin, userdata, &h->admin);
+        if (r < 0)
+                return r;
+        return admin_listen_unix(&h->admin_state, e, admin_socket, on_admin, userdata);
+}
+
+void daemon_health_done(DaemonHealth *h) {
+        h->health = http_server_free(h->health);
+        h->admin = http_server_free(h->admin);
+        trace_hub_done(&h->trace);
+        admin_state_done(&h->admin_state);
+        h->registry = metrics_registry_free(h->registry);
+}
+
+void daemon_health_event(DaemonHealth *h, const TraceEvent *ev) {
+        admin_count_event(&h->admin_state, ev);
+        if (ev->type == TRACE_CLOSED) {
+                h->closed_bytes_in += ev->bytes_in;
+                h->closed_bytes_out += ev->bytes_out;
+        }
+        trace_publish(&h->trace, ev);
+}

@@ -3,14 +3,15 @@
  * admin — what the admin interfaces of both daemons share (docs/admin-api.md): the admin Unix socket listener,
  * process facts and dial counters for /v1/status, JSON response bodies, and handing a GET /v1/trace connection to
  * the TraceHub. The daemon-specific resources (/v1/agents, /v1/servers, /v1/tunnels) live in each daemon's
- * health.c. AdminState is embedded in the daemon's health object and owns the Unix socket listener (and the
- * socket file when it bound it itself). Loop thread only.
+ * health.c. DaemonHealth is what each daemon's health module holds (embedded in its Manager); its AdminState owns
+ * the Unix socket listener (and the socket file when it bound it itself). Loop thread only.
  */
 #pragma once
 
 #include <stdio.h>
 
 #include "http.h"
+#include "metrics.h"
 #include "trace.h"
 
 typedef struct AdminState {
@@ -44,3 +45,24 @@ int admin_respond_trace(TraceHub *h, const HttpRequest *req, HttpResponse *ret);
 
 /* The peer address of a connected socket as text ("10.0.0.5:41234", "[::1]:41234"); "" when unknown. */
 void admin_peer_address(int fd, char *buf, size_t size);
+
+/* Both daemons' health and admin state: the health and admin HTTP servers (TCP), the metrics registry, the trace
+ * hub, the admin state (Unix socket, /v1/status bookkeeping) and the bytes of tunnels already closed. */
+typedef struct DaemonHealth {
+        HttpServer *health, *admin;   /* admin: the TCP admin port; the admin Unix socket is in admin_state */
+        MetricsRegistry *registry;
+        TraceHub trace;
+        AdminState admin_state;
+        uint64_t closed_bytes_in, closed_bytes_out; /* of tunnels already closed, for /v1/status */
+} DaemonHealth;
+
+/* The registry (empty: the daemon adds its families), the trace hub and the admin state. -ENOMEM, logged. */
+int daemon_health_init(DaemonHealth *h, sd_event *e);
+/* The health and admin TCP listeners (daemon_listen_http(): systemd's "health"/"admin" sockets or bound; port 0:
+ * none) and the admin Unix socket. Errors are logged. */
+int daemon_health_listen(DaemonHealth *h, sd_event *e, const char *health_bind, int64_t health_port,
+                         http_handler_t on_health, const char *admin_bind, int64_t admin_port,
+                         const char *admin_socket, http_handler_t on_admin, void *userdata);
+void daemon_health_done(DaemonHealth *h);
+/* A tunnel event: counted for /v1/status and published to /v1/trace subscribers. */
+void daemon_health_event(DaemonHealth *h, const TraceEvent *ev);

@@ -211,9 +211,11 @@ class UnitFiles(unittest.TestCase):
         with open(os.path.join(konnsd.SRCDIR, "src", "agent", "reverse.c")) as f:
             self.assertIn('"reverse-%s"', f.read())
         with open(os.path.join(konnsd.SRCDIR, "src", "agent", "health.c")) as f:
+            self.assertIn("daemon_health_listen(&m->health, ", f.read())
+        with open(os.path.join(konnsd.SRCDIR, "src", "shared", "admin.c")) as f:
             src = f.read()
         for fdname in ("health", "admin"):
-            self.assertIn('daemon_listen_http(m->event, "%s"' % fdname, src)
+            self.assertIn('daemon_listen_http(e, "%s"' % fdname, src)
 
     def test_service_settings(self):
         for name, daemon, user in (("konn-server.service", "konn-server", "konn-server"),
