@@ -423,14 +423,7 @@ static void queue_advance(H2Conn *c, GrpcCall *call, OutMsg *m, size_t take) {
                 call->q_control_bytes -= take;
         if (m->sent < out_msg_total(m))
                 return;
-        /* Fully copied: unlink without touching the byte counters again. */
-        call->q_head = m->next;
-        if (call->q_head)
-                call->q_head->prev = NULL;
-        else
-                call->q_tail = NULL;
-        m->next = m->prev = NULL;
-        m->call = NULL;
+        queue_unlink(call, m); /* nothing of it is left unsent: the byte counters stay as they are */
         if (m->owned)
                 free(m);
         else if (m->done) {
