@@ -70,6 +70,8 @@ class Notify(konnsd.SdTestCase):
         # Stop: STOPPING=1, and nothing announces readiness after it.
         m = n.mark()
         self.assertEqual(self.stop_daemon(s), 0)
+        # The listener reads datagrams on its own thread: the last ones may still be on their way.
+        n.wait_for("STOPPING=1", since=m)
         got = n.lines(since=m)
         self.assertIn("STOPPING=1", got)
         self.assertEqual(set(state_lines(got)), {"STOPPING=1"})
@@ -108,6 +110,9 @@ class Notify(konnsd.SdTestCase):
 
         m = n.mark()
         self.assertEqual(self.stop_daemon(a), 0)
+        # The listener reads datagrams on its own thread: the last ones may still be on their way.
+        n.wait_for("STOPPING=1", since=m)
+        n.wait_for("STATUS=Draining, 0 tunnels open", since=m)
         got = n.lines(since=m)
         self.assertEqual(set(state_lines(got)), {"STOPPING=1"})
         self.assertIn("STATUS=Draining, 0 tunnels open", got)
